@@ -1,0 +1,78 @@
+"""Shared fixtures. Named actors: alice owns project A, bob is a member of A, charlie has no access;
+project B belongs to someone else."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from tracer.models import ApiKey, Membership, Project
+from tracer.projects import apikey_create, project_create
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "otlp-corpus"
+# Trace captures: (stem, body file, Content-Encoding).
+CORPUS_CAPTURES = [
+    ("otel-openai-v2-multiagent-content", "otel-openai-v2-multiagent-content.pb", ""),
+    ("otel-openai-v2-multiagent-nocontent", "otel-openai-v2-multiagent-nocontent.pb", ""),
+    ("otel-openai-v2-legacy-multiagent-content", "otel-openai-v2-legacy-multiagent-content.pb", ""),
+    ("openinference-openai-multiagent", "openinference-openai-multiagent.pb", ""),
+    ("openinference-openai-multiagent-genai-semconv", "openinference-openai-multiagent-genai-semconv.pb.gz", "gzip"),
+    ("traceloop-openai-multiagent-content", "traceloop-openai-multiagent-content.pb", ""),
+    ("traceloop-openai-multiagent-nocontent", "traceloop-openai-multiagent-nocontent.pb", ""),
+]
+
+
+def corpus_bytes(name: str) -> bytes:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.fail(f"OTLP corpus file missing: {path} (the corpus lives in ../shared/otlp-corpus/)")
+    return path.read_bytes()
+
+
+def corpus_protobuf(stem: str) -> bytes:
+    """The capture's uncompressed protobuf body."""
+    for capture, body, encoding in CORPUS_CAPTURES:
+        if capture == stem:
+            data = corpus_bytes(body)
+            return gzip.decompress(data) if encoding == "gzip" else data
+    raise KeyError(stem)
+
+
+@pytest.fixture
+def alice(db) -> User:
+    return User.objects.create_user("alice", password="alice-password")
+
+
+@pytest.fixture
+def bob(db) -> User:
+    return User.objects.create_user("bob", password="bob-password")
+
+
+@pytest.fixture
+def charlie(db) -> User:
+    return User.objects.create_user("charlie", password="charlie-password")
+
+
+@pytest.fixture
+def project_a(alice, bob) -> Project:
+    project = project_create(name="Project A", owner=alice)
+    Membership.objects.create(project=project, user=bob, role=Membership.Role.MEMBER)
+    return project
+
+
+@pytest.fixture
+def project_b(db) -> Project:
+    return project_create(name="Project B")
+
+
+@pytest.fixture
+def key_a(project_a) -> tuple[ApiKey, str]:
+    return apikey_create(project=project_a)
+
+
+@pytest.fixture
+def key_b(project_b) -> tuple[ApiKey, str]:
+    return apikey_create(project=project_b)

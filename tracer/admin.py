@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from tracer import ingest
+from tracer.models import ApiKey, IngestBatch, Membership, Project, Span, Trace
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    inlines = [MembershipInline]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "project", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["project"]
+    # Keys are created with `manage.py createkey` (the secret is shown once there).
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(IngestBatch)
+class IngestBatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "attempts", "span_count", "trace_count", "received_at", "processed_at"]
+    list_filter = ["status", "project"]
+    exclude = ["body"]
+    readonly_fields = [f.name for f in IngestBatch._meta.fields if f.name != "body"]
+    actions = ["replay"]
+
+    @admin.action(description="Replay the selected batches through the worker")
+    def replay(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:
+        ids = list(ingest.batches_for_replay(batch_ids=list(queryset.values_list("pk", flat=True))).values_list("pk", flat=True))
+        for batch_id in ids:
+            ingest.batch_replay(batch_id=batch_id, inline=False)
+        messages.info(request, f"{len(ids)} batch(es) re-enqueued; batches whose body was purged are skipped.")
+
+
+@admin.register(Trace)
+class TraceAdmin(admin.ModelAdmin):
+    list_display = ["trace_id", "project", "root_span_name", "span_count", "status", "cost"]
+    list_filter = ["project", "status"]
+    search_fields = ["trace_id", "root_span_name"]
+
+
+@admin.register(Span)
+class SpanAdmin(admin.ModelAdmin):
+    list_display = ["span_id", "trace_id", "name", "kind", "model", "project"]
+    list_filter = ["project"]
+    search_fields = ["trace_id", "span_id", "name"]
+    show_full_result_count = False

@@ -1,0 +1,404 @@
+"""Durable ingest: accept raw OTLP batches, then turn them into span and trace rows.
+
+The receiver only validates a body and stores it (`batch_accept`); a Celery worker turns it into
+rows later (`batch_process`). The raw body is the durable copy of what was acknowledged, so a lost
+broker message, a killed worker or a normalization fix never loses a span: the sweeper
+(`batches_requeue_stuck`) and `manage.py replay` run the same `batch_process` again, and the
+writes are idempotent upserts keyed on (project, trace_id, span_id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
+from django.utils import timezone
+
+from tracer import otlp
+from tracer.celery import Queues, app
+from tracer.models import IngestBatch, Project, Span, Trace
+
+log = logging.getLogger(__name__)
+
+PROCESS_TASK = "ingest.process_batch"
+
+# Columns written for every span, in COPY order. The project and the identity come first.
+SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "span_kind",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status_code",
+    "status_message",
+    "service_name",
+    "scope_name",
+    "scope_version",
+    "resource_attributes",
+    "attributes",
+    "events",
+    "links",
+)
+_JSON_COLUMNS = frozenset({"resource_attributes", "attributes", "events", "links"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    batch_id: int
+    spans: int
+    traces: int
+    rejected: int
+
+
+# --- Receiving ------------------------------------------------------------------------------
+
+
+def batch_accept(
+    *, project: Project, body: bytes, content_type: str, content_encoding: str = "", user_agent: str = ""
+) -> IngestBatch | None:
+    """Validate an OTLP body and store it durably; the worker is told once the row is committed.
+
+    Raises otlp.BadBody / otlp.BodyTooLarge. Returns None for a valid request without spans.
+    """
+    data = otlp.decompress(body, encoding=content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES)
+    request = otlp.parse_request(data, content_type=content_type)
+    span_count = otlp.count_spans(request)
+    if span_count == 0:
+        return None
+    with transaction.atomic():
+        batch = IngestBatch.objects.create(
+            project=project,
+            body=body,
+            body_size=len(body),
+            content_type=otlp.media_type(content_type),
+            content_encoding=content_encoding.strip().lower(),
+            user_agent=user_agent[:300],
+            span_count=span_count,
+        )
+        transaction.on_commit(lambda: batch_enqueue(batch_id=batch.pk))
+    return batch
+
+
+def batch_enqueue(*, batch_id: int) -> bool:
+    """Hand a batch id to the broker. A broker failure is logged, not raised: the batch is stored,
+    and the sweeper re-enqueues it once the broker is back."""
+    try:
+        app.send_task(PROCESS_TASK, args=[batch_id], queue=Queues.INGEST.value)
+    except Exception:  # noqa: BLE001 - any broker failure; the row is safe and will be swept
+        log.warning("could not enqueue ingest batch %s; the sweeper will retry", batch_id, exc_info=True)
+        return False
+    return True
+
+
+# --- Processing -----------------------------------------------------------------------------
+
+
+def batch_process(*, batch_id: int) -> ProcessResult | None:
+    """Decode a stored batch and upsert its spans and traces. Safe to run twice, or concurrently.
+
+    Returns None when there was nothing to do (already done, failed, or unknown id). Database
+    errors propagate so the task can retry; a body that cannot be decoded marks the batch failed.
+    """
+    now = timezone.now()
+    unfinished = [IngestBatch.Status.PENDING, IngestBatch.Status.PROCESSING]
+    claimed = IngestBatch.objects.filter(
+        pk=batch_id, status__in=unfinished, attempts__lt=settings.OCTOTRACE_BATCH_MAX_ATTEMPTS
+    ).update(status=IngestBatch.Status.PROCESSING, attempts=F("attempts") + 1, started_at=now)
+    if not claimed:
+        gave_up = IngestBatch.objects.filter(pk=batch_id, status__in=unfinished).update(
+            status=IngestBatch.Status.FAILED,
+            error=f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts",
+        )
+        if gave_up:
+            log.error("ingest batch %s failed: too many attempts", batch_id)
+        return None
+
+    batch = IngestBatch.objects.get(pk=batch_id)
+    try:
+        data = otlp.decompress(
+            bytes(batch.body), encoding=batch.content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES
+        )
+        request = otlp.parse_request(data, content_type=batch.content_type)
+    except (otlp.BadBody, otlp.BodyTooLarge) as exc:
+        batch_mark_failed(batch_id=batch_id, error=str(exc))
+        return None
+
+    records: dict[tuple[str, str], otlp.SpanRecord] = {}
+    rejected: list[str] = []
+    for item in otlp.iter_spans(request):
+        if isinstance(item, str):
+            rejected.append(item)
+        else:
+            # The same span twice in one body: keep the last copy (one row per span).
+            records[(item.trace_id, item.span_id)] = item
+
+    trace_ids = sorted({trace_id for trace_id, _ in records})
+    done = {
+        "status": IngestBatch.Status.DONE,
+        "processed_at": timezone.now(),
+        "trace_count": len(trace_ids),
+        "error": _rejected_summary(rejected),
+    }
+    if settings.OCTOTRACE_RAW_RETENTION_HOURS == 0:
+        done.update(body=b"", body_purged_at=done["processed_at"])
+    with transaction.atomic():
+        spans_write(project_id=batch.project_id, records=list(records.values()))
+        traces_rollup(project_id=batch.project_id, trace_ids=trace_ids)
+        IngestBatch.objects.filter(pk=batch_id).update(**done)
+    return ProcessResult(batch_id=batch_id, spans=len(records), traces=len(trace_ids), rejected=len(rejected))
+
+
+def batch_mark_failed(*, batch_id: int, error: str) -> None:
+    IngestBatch.objects.filter(pk=batch_id).exclude(status=IngestBatch.Status.DONE).update(
+        status=IngestBatch.Status.FAILED, error=error[:10_000], processed_at=timezone.now()
+    )
+    log.error("ingest batch %s failed: %s", batch_id, error)
+
+
+def _rejected_summary(rejected: list[str]) -> str:
+    if not rejected:
+        return ""
+    shown = "; ".join(rejected[:5])
+    more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+    return f"{len(rejected)} span(s) not stored: {shown}{more}"
+
+
+# --- Writing --------------------------------------------------------------------------------
+
+
+def spans_write(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+    """Upsert spans: a span seen again replaces its row (replays pick up new normalization)."""
+    if not records:
+        return
+    # One global order for every writer, so overlapping batches never deadlock on row locks.
+    records.sort(key=lambda r: (r.trace_id, r.span_id))
+    if connection.vendor == "postgresql":
+        _spans_write_copy(project_id=project_id, records=records)
+    else:
+        _spans_write_orm(project_id=project_id, records=records)
+
+
+def _spans_write_copy(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+    """PostgreSQL: COPY into a session-temporary staging table, then one INSERT .. ON CONFLICT."""
+    columns = ", ".join(("project_id", *SPAN_COLUMNS))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SPAN_COLUMNS if c not in ("trace_id", "span_id"))
+    dumps = json.dumps
+    with connection.cursor() as cursor:
+        # Created once per connection; ON COMMIT DELETE ROWS empties it after each batch.
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS octotrace_span_stage ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM tracer_span WITH NO DATA"
+        )
+        with cursor.copy(f"COPY octotrace_span_stage ({columns}) FROM STDIN") as copy:
+            write_row = copy.write_row
+            for r in records:
+                write_row(
+                    (
+                        project_id,
+                        r.trace_id,
+                        r.span_id,
+                        r.parent_span_id,
+                        r.name,
+                        r.span_kind,
+                        r.start_time_unix_nano,
+                        r.end_time_unix_nano,
+                        r.status_code,
+                        r.status_message,
+                        r.service_name,
+                        r.scope_name,
+                        r.scope_version,
+                        dumps(r.resource_attributes),
+                        dumps(r.attributes),
+                        dumps(r.events),
+                        dumps(r.links),
+                    )
+                )
+        cursor.execute(
+            f"INSERT INTO tracer_span ({columns}) "
+            f"SELECT {columns} FROM octotrace_span_stage ORDER BY trace_id, span_id "
+            f"ON CONFLICT (project_id, trace_id, span_id) DO UPDATE SET {updates}"
+        )
+
+
+def _spans_write_orm(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+    """SQLite (the embedded mode): bulk_create with update_conflicts."""
+    rows = [Span(project_id=project_id, **{c: getattr(r, c) for c in SPAN_COLUMNS}) for r in records]
+    Span.objects.bulk_create(
+        rows,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["project", "trace_id", "span_id"],
+        update_fields=[c for c in SPAN_COLUMNS if c not in ("trace_id", "span_id")],
+    )
+
+
+def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
+    """Recompute the trace rows of `trace_ids` from their spans, whatever order spans came in.
+
+    Must run in the transaction that wrote the spans. On PostgreSQL an advisory lock per trace,
+    taken after the span writes, makes concurrent workers recompute one after the other, so the
+    last one always sees every committed span (no lost rollup between two batches of one trace).
+    """
+    if not trace_ids:
+        return
+    if connection.vendor == "postgresql":
+        keys = sorted(_lock_key(project_id, t) for t in trace_ids)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
+                [keys],
+            )
+    spans = Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
+    billed = Q(billed=True)
+    totals = spans.values("trace_id").annotate(
+        n=Count("id"),
+        errors=Count("id", filter=Q(status_code=2)),
+        start=Min("start_time_unix_nano"),
+        end=Max("end_time_unix_nano"),
+        input_tokens_sum=Sum("input_tokens", filter=billed, default=0),
+        output_tokens_sum=Sum("output_tokens", filter=billed, default=0),
+        cached_input_tokens_sum=Sum("cached_input_tokens", filter=billed, default=0),
+        cache_write_tokens_sum=Sum("cache_write_tokens", filter=billed, default=0),
+        reasoning_tokens_sum=Sum("reasoning_tokens", filter=billed, default=0),
+        total_tokens_sum=Sum("total_tokens", filter=billed, default=0),
+        cost_sum=Sum("cost", filter=billed),
+        unpriced=Count("id", filter=billed & Q(cost__isnull=True)),
+        any_service=Max("service_name"),
+    )
+    roots: dict[str, tuple[str, str, str]] = {}
+    # Earliest parentless span is the root; ties broken by span id so every worker agrees.
+    for trace_id, span_id, name, service in (
+        spans.filter(parent_span_id="")
+        .order_by("trace_id", "start_time_unix_nano", "span_id")
+        .values_list("trace_id", "span_id", "name", "service_name")
+    ):
+        roots.setdefault(trace_id, (span_id, name, service))
+    now = timezone.now()
+    rows = []
+    for t in totals:
+        root_id, root_name, root_service = roots.get(t["trace_id"], ("", "", ""))
+        rows.append(
+            Trace(
+                project_id=project_id,
+                trace_id=t["trace_id"],
+                root_span_id=root_id,
+                root_span_name=root_name,
+                service_name=root_service or t["any_service"] or "",
+                start_time_unix_nano=t["start"],
+                end_time_unix_nano=t["end"],
+                status="error" if t["errors"] else "ok",
+                span_count=t["n"],
+                error_count=t["errors"],
+                input_tokens=t["input_tokens_sum"],
+                output_tokens=t["output_tokens_sum"],
+                cached_input_tokens=t["cached_input_tokens_sum"],
+                cache_write_tokens=t["cache_write_tokens_sum"],
+                reasoning_tokens=t["reasoning_tokens_sum"],
+                total_tokens=t["total_tokens_sum"],
+                cost=t["cost_sum"],
+                unpriced_count=t["unpriced"],
+                updated_at=now,
+            )
+        )
+    Trace.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["project", "trace_id"],
+        update_fields=TRACE_ROLLUP_FIELDS,
+    )
+
+
+TRACE_ROLLUP_FIELDS = [
+    "root_span_id",
+    "root_span_name",
+    "service_name",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status",
+    "span_count",
+    "error_count",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost",
+    "unpriced_count",
+    "updated_at",
+]
+
+
+def _lock_key(project_id: int, trace_id: str) -> int:
+    digest = hashlib.blake2b(f"trace:{project_id}:{trace_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# --- Recovery and maintenance ---------------------------------------------------------------
+
+
+def batches_requeue_stuck(*, now: datetime | None = None) -> int:
+    """Re-enqueue batches whose message was lost or whose worker died. Returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.OCTOTRACE_BATCH_STUCK_SECONDS)
+    stuck = IngestBatch.objects.filter(
+        Q(status=IngestBatch.Status.PENDING, enqueued_at__lt=cutoff)
+        | Q(status=IngestBatch.Status.PROCESSING, enqueued_at__lt=cutoff, started_at__lt=cutoff)
+    )
+    count = 0
+    for batch_id in stuck.values_list("pk", flat=True).iterator():
+        # Conditional update: if another sweeper (or a worker) moved it meanwhile, leave it.
+        touched = IngestBatch.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
+        if touched and batch_enqueue(batch_id=batch_id):
+            count += 1
+    if count:
+        log.warning("re-enqueued %s stuck ingest batch(es)", count)
+    return count
+
+
+def raw_bodies_purge(*, now: datetime | None = None) -> int:
+    """Drop the raw bodies of batches processed longer ago than the retention. Failed batches
+    keep theirs, so they can be replayed after a fix."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS)
+    return IngestBatch.objects.filter(
+        status=IngestBatch.Status.DONE, processed_at__lt=cutoff, body_purged_at__isnull=True
+    ).update(body=b"", body_purged_at=now)
+
+
+def batches_for_replay(
+    *,
+    project: Project | None = None,
+    since: datetime | None = None,
+    statuses: list[str] | None = None,
+    batch_ids: list[int] | None = None,
+) -> QuerySet[IngestBatch]:
+    batches = IngestBatch.objects.filter(body_purged_at__isnull=True)
+    if project is not None:
+        batches = batches.filter(project=project)
+    if since is not None:
+        batches = batches.filter(received_at__gte=since)
+    if statuses:
+        batches = batches.filter(status__in=statuses)
+    if batch_ids:
+        batches = batches.filter(pk__in=batch_ids)
+    return batches.order_by("pk")
+
+
+def batch_replay(*, batch_id: int, inline: bool) -> ProcessResult | None:
+    """Reset a stored batch to pending and process it again (inline, or through the worker)."""
+    IngestBatch.objects.filter(pk=batch_id, body_purged_at__isnull=True).update(
+        status=IngestBatch.Status.PENDING, attempts=0, error="", enqueued_at=timezone.now()
+    )
+    if inline:
+        return batch_process(batch_id=batch_id)
+    batch_enqueue(batch_id=batch_id)
+    return None

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tracer import ingest
+from tracer.models import IngestBatch, Project
+
+
+def _since(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"--since {value!r} is not an ISO date or datetime (e.g. 2026-11-01T12:00)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Reprocess stored ingest batches (e.g. after a normalization fix). Spans are upserted, so a "
+        "replay never duplicates data. Batches whose raw body was purged are skipped."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", help="project slug")
+        parser.add_argument("--since", help="only batches received at or after this ISO datetime (UTC)")
+        parser.add_argument(
+            "--status", action="append", choices=[s.value for s in IngestBatch.Status],
+            help="only batches in this status (repeatable; default: all)",
+        )
+        parser.add_argument("--batch", action="append", type=int, help="only this batch id (repeatable)")
+        parser.add_argument("--inline", action="store_true", help="process here instead of through the worker")
+
+    def handle(self, *args, **opts) -> None:
+        project = None
+        if opts["project"]:
+            try:
+                project = Project.objects.get(slug=opts["project"])
+            except Project.DoesNotExist:
+                raise CommandError(f"no project with the slug {opts['project']!r}") from None
+        batches = ingest.batches_for_replay(
+            project=project,
+            since=_since(opts["since"]) if opts["since"] else None,
+            statuses=opts["status"],
+            batch_ids=opts["batch"],
+        )
+        count = spans = 0
+        for batch_id in batches.values_list("pk", flat=True).iterator():
+            result = ingest.batch_replay(batch_id=batch_id, inline=opts["inline"])
+            count += 1
+            spans += result.spans if result else 0
+        if opts["inline"]:
+            self.stdout.write(f"Reprocessed {count} batch(es), {spans} span(s).")
+        else:
+            self.stdout.write(f"Re-enqueued {count} batch(es) for the worker.")

@@ -1,0 +1,207 @@
+"""Octotrace's data model: projects and their keys, raw ingest batches, traces and spans."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+        VIEWER = "viewer"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One role per user and project; the project switcher reads memberships by user.
+            models.UniqueConstraint(fields=["project", "user"], name="membership_project_user_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.project}"
+
+
+KEY_PREFIX = "otk_"
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 256-bit random tokens, so a fast unsalted hash is enough (no dictionary to attack).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    # The first characters of the secret, shown in lists so users can tell keys apart.
+    prefix = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.project})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def new_secret() -> str:
+        return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class IngestBatch(models.Model):
+    """One OTLP request body exactly as received: the durable staging area of ingest."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches", db_index=False)
+    # The body as received (still gzip-compressed if it came so); emptied after the retention.
+    body = models.BinaryField()
+    body_size = models.PositiveIntegerField(default=0)
+    body_purged_at = models.DateTimeField(null=True, blank=True)
+    content_type = models.CharField(max_length=100)
+    content_encoding = models.CharField(max_length=20, blank=True, default="")
+    user_agent = models.CharField(max_length=300, blank=True, default="")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    span_count = models.PositiveIntegerField(default=0)
+    trace_count = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now)
+    # Last time a message for this batch was handed to the broker (the sweeper's clock).
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "ingest batches"
+        indexes = [
+            # The sweeper: unfinished batches whose last enqueue is older than the timeout.
+            models.Index(
+                fields=["enqueued_at"],
+                name="batch_unfinished_idx",
+                condition=models.Q(status__in=["pending", "processing"]),
+            ),
+            # Raw-body purge and `replay --since`: processed batches by age.
+            models.Index(fields=["status", "processed_at"], name="batch_status_processed_idx"),
+            # Admin and replay per project.
+            models.Index(fields=["project", "received_at"], name="batch_project_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.status})"
+
+
+class Trace(models.Model):
+    """One trace with its rollups, recomputed from its spans after every batch that touches it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces", db_index=False)
+    trace_id = models.CharField(max_length=32)
+    root_span_id = models.CharField(max_length=16, blank=True, default="")
+    root_span_name = models.TextField(blank=True, default="")
+    service_name = models.CharField(max_length=200, blank=True, default="")
+    start_time_unix_nano = models.BigIntegerField()
+    end_time_unix_nano = models.BigIntegerField()
+    # "error" when any span failed, else "ok".
+    status = models.CharField(max_length=8, default="ok")
+    span_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    # Rollups over billed spans (filled by the cost normalization; zero until spans carry usage).
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    # Sum of priced spans; NULL when no span is priced. unpriced_count says what is missing.
+    cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    unpriced_count = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Ingest upserts trace rows on this key.
+            models.UniqueConstraint(fields=["project", "trace_id"], name="trace_project_trace_uniq"),
+        ]
+        indexes = [
+            # Trace list: newest first per project, and time-range filters.
+            models.Index(fields=["project", "-start_time_unix_nano"], name="trace_project_start_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id}"
+
+
+class Span(models.Model):
+    # No separate index on project: the unique constraint below starts with it.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    # "" for a root span.
+    parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    name = models.TextField()
+    # OTel SpanKind as on the wire: 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    span_kind = models.PositiveSmallIntegerField(default=0)
+    start_time_unix_nano = models.BigIntegerField()
+    end_time_unix_nano = models.BigIntegerField()
+    # OTel status code: 0 unset, 1 ok, 2 error.
+    status_code = models.PositiveSmallIntegerField(default=0)
+    status_message = models.TextField(blank=True, default="")
+    service_name = models.CharField(max_length=200, blank=True, default="")
+    scope_name = models.CharField(max_length=200, blank=True, default="")
+    scope_version = models.CharField(max_length=100, blank=True, default="")
+    resource_attributes = models.JSONField(default=dict)
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    links = models.JSONField(default=list)
+
+    # Normalized columns, filled by the attribute normalization (tracer/semconv.py, next issue).
+    kind = models.CharField(max_length=12, blank=True, default="")
+    agent_name = models.CharField(max_length=200, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=100, blank=True, default="")
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    cached_input_tokens = models.BigIntegerField(null=True, blank=True)
+    cache_write_tokens = models.BigIntegerField(null=True, blank=True)
+    reasoning_tokens = models.BigIntegerField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(null=True, blank=True)
+    # True on the one span per model call whose usage is billed (no double counting).
+    billed = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    reported_cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # What makes ingest idempotent: a span delivered twice is one row.
+            models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="span_project_trace_span_uniq"),
+        ]
+        # The unique constraint's index also serves "all spans of a trace" (trace detail, rollups).
+
+    def __str__(self) -> str:
+        return f"span {self.span_id} {self.name}"

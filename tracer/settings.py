@@ -1,0 +1,197 @@
+"""Octotrace settings.
+
+One module for every environment: production differs by environment variables alone (see
+README "Configuration"). Every knob is read through the small typed helpers below, which fail
+loudly on a bad value instead of guessing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# Local state of the embedded mode (SQLite file, filesystem broker, beat schedule).
+VAR_DIR = Path(env_str("OCTOTRACE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+_INSECURE_KEY = "octotrace-insecure-development-key"
+DEBUG = env_bool("DEBUG", False)
+# Local development means: no production hint was given. `make run` and the tests set it.
+LOCAL_DEV = env_bool("OCTOTRACE_LOCAL_DEV", False)
+SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+if SECRET_KEY == _INSECURE_KEY and not (LOCAL_DEV or DEBUG):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set SECRET_KEY, or OCTOTRACE_LOCAL_DEV=1 for a local run."
+    )
+if DEBUG and SECRET_KEY == _INSECURE_KEY and not LOCAL_DEV:
+    raise ImproperlyConfigured("Refusing DEBUG with the default SECRET_KEY outside local development")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "tracer",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tracer.urls"
+WSGI_APPLICATION = "tracer.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+_SQLITE_PATH = VAR_DIR / "octotrace.sqlite3"
+DATABASE_URL = env_str("DATABASE_URL", "")
+if DATABASE_URL:
+    try:
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+else:
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(_SQLITE_PATH)}
+
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker processes share the file: wait for locks instead of failing, and take the
+    # write lock at BEGIN so two writers never deadlock upgrading a read lock.
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    # The tests run the worker in another process, so the test database must be a file too.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test-octotrace.sqlite3")}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # Fail fast when PostgreSQL is down so the receiver can answer 503 quickly.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+else:
+    raise ImproperlyConfigured(f"Unsupported database engine {_db['ENGINE']}: use PostgreSQL or SQLite")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+LOGIN_URL = "/admin/login/"
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Ingest -------------------------------------------------------------------------------
+# Largest OTLP body accepted, before and after decompression (a gzip bomb stops here).
+OCTOTRACE_MAX_BODY_BYTES = env_int("OCTOTRACE_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
+# A batch pending or processing for longer than this is re-enqueued by the sweeper.
+OCTOTRACE_BATCH_STUCK_SECONDS = env_int("OCTOTRACE_BATCH_STUCK_SECONDS", 300, minimum=1)
+# After this many claims a batch is marked failed instead of being retried again.
+OCTOTRACE_BATCH_MAX_ATTEMPTS = env_int("OCTOTRACE_BATCH_MAX_ATTEMPTS", 5, minimum=1)
+# Raw bodies of processed batches are kept this long (for `manage.py replay`); 0 drops at once.
+OCTOTRACE_RAW_RETENTION_HOURS = env_int("OCTOTRACE_RAW_RETENTION_HOURS", 24 * 7, minimum=0)
+# Seconds a client is told to wait (Retry-After) when the database is unavailable.
+OCTOTRACE_RETRY_AFTER_SECONDS = env_int("OCTOTRACE_RETRY_AFTER_SECONDS", 5, minimum=1)
+
+# --- Celery -------------------------------------------------------------------------------
+_BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The embedded broker: messages are files in one folder that web, worker and beat share.
+    for _sub in ("queue", "processed", "control"):
+        (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "control_folder": str(_BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message not acked within this time goes back to the queue (acks_late tasks).
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
+    }
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
