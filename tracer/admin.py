@@ -42,7 +42,8 @@ class IngestBatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay the selected batches through the worker")
     def replay(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:
-        ids = list(ingest.batches_for_replay(batch_ids=list(queryset.values_list("pk", flat=True))).values_list("pk", flat=True))
+        selected = list(queryset.values_list("pk", flat=True))
+        ids = list(ingest.batches_for_replay(batch_ids=selected).values_list("pk", flat=True))
         for batch_id in ids:
             ingest.batch_replay(batch_id=batch_id, inline=False)
         messages.info(request, f"{len(ids)} batch(es) re-enqueued; batches whose body was purged are skipped.")

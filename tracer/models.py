@@ -181,10 +181,11 @@ class Span(models.Model):
     links = models.JSONField(default=list)
 
     # Normalized columns, filled by the attribute normalization (tracer/semconv.py, next issue).
-    kind = models.CharField(max_length=12, blank=True, default="")
-    agent_name = models.CharField(max_length=200, blank=True, default="")
-    model = models.CharField(max_length=200, blank=True, default="")
-    provider = models.CharField(max_length=100, blank=True, default="")
+    # Database defaults too, since the COPY path of ingest writes only the columns it knows.
+    kind = models.CharField(max_length=12, blank=True, default="", db_default="")
+    agent_name = models.CharField(max_length=200, blank=True, default="", db_default="")
+    model = models.CharField(max_length=200, blank=True, default="", db_default="")
+    provider = models.CharField(max_length=100, blank=True, default="", db_default="")
     input_tokens = models.BigIntegerField(null=True, blank=True)
     output_tokens = models.BigIntegerField(null=True, blank=True)
     cached_input_tokens = models.BigIntegerField(null=True, blank=True)
@@ -192,7 +193,7 @@ class Span(models.Model):
     reasoning_tokens = models.BigIntegerField(null=True, blank=True)
     total_tokens = models.BigIntegerField(null=True, blank=True)
     # True on the one span per model call whose usage is billed (no double counting).
-    billed = models.BooleanField(default=False)
+    billed = models.BooleanField(default=False, db_default=False)
     cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
     reported_cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
 

@@ -7,7 +7,6 @@ an accepted body into span records.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from collections.abc import Iterator
@@ -211,10 +210,10 @@ def iter_spans(request: ExportTraceServiceRequest) -> Iterator[SpanRecord | str]
     """
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
-        service = str(resource.get("service.name", "") or "")
+        service = _text(str(resource.get("service.name", "") or ""))
         for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            scope_version = scope_spans.scope.version
+            scope_name = _text(scope_spans.scope.name)
+            scope_version = _text(scope_spans.scope.version)
             for span in scope_spans.spans:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     yield f"span {span.name!r}: trace id or span id is missing or of the wrong size"
@@ -225,12 +224,12 @@ def iter_spans(request: ExportTraceServiceRequest) -> Iterator[SpanRecord | str]
                     span_id=span.span_id.hex(),
                     # An all-zero or malformed parent id means "no parent" in practice.
                     parent_span_id=parent.hex() if len(parent) == 8 and any(parent) else "",
-                    name=span.name,
+                    name=_text(span.name),
                     span_kind=span.kind,
                     start_time_unix_nano=span.start_time_unix_nano,
                     end_time_unix_nano=span.end_time_unix_nano,
                     status_code=span.status.code,
-                    status_message=span.status.message,
+                    status_message=_text(span.status.message),
                     service_name=service,
                     scope_name=scope_name,
                     scope_version=scope_version,
@@ -253,3 +252,8 @@ def iter_spans(request: ExportTraceServiceRequest) -> Iterator[SpanRecord | str]
                         for link in span.links
                     ],
                 )
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; keep the rest of the string rather than fail the span.
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
