@@ -61,15 +61,17 @@ DEBUG = env_bool("DEBUG", False)
 # Local development means: no production hint was given. `make run` and the tests set it.
 LOCAL_DEV = env_bool("OCTOTRACE_LOCAL_DEV", False)
 SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
-if SECRET_KEY == _INSECURE_KEY and not (LOCAL_DEV or DEBUG):
-    raise ImproperlyConfigured(
-        "SECRET_KEY is not set. Set SECRET_KEY, or OCTOTRACE_LOCAL_DEV=1 for a local run."
-    )
-if DEBUG and SECRET_KEY == _INSECURE_KEY and not LOCAL_DEV:
-    raise ImproperlyConfigured("Refusing DEBUG with the default SECRET_KEY outside local development")
+if SECRET_KEY == _INSECURE_KEY and not LOCAL_DEV:
+    # Covers DEBUG too: the default key never boots outside local development.
+    raise ImproperlyConfigured("SECRET_KEY is not set. Set SECRET_KEY, or OCTOTRACE_LOCAL_DEV=1 for a local run.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, and send cookies over HTTPS only.
+if env_bool("OCTOTRACE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -84,6 +86,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (admin CSS, and our own JS later) from gunicorn too.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,6 +158,8 @@ USE_TZ = True
 LOGIN_URL = "/admin/login/"
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+# In local runs, serve static files straight from the apps (no collectstatic needed).
+WHITENOISE_USE_FINDERS = LOCAL_DEV
 
 LOGGING = {
     "version": 1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -81,7 +81,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         return _answer(413, str(exc), content_type=content_type)
     except otlp.BadBody as exc:
         return _answer(400, str(exc), content_type=content_type)
-    except (OperationalError, InterfaceError, DatabaseError):
+    except (OperationalError, InterfaceError):
         log.warning("database unavailable while storing an OTLP batch", exc_info=True)
         return _answer(503, "database unavailable, retry later", content_type=content_type)
     body, media = otlp.response_body(content_type=content_type)
