@@ -47,16 +47,23 @@ def decompress(body: bytes, *, encoding: str, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise BadBody(f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    # A gzip body may be several members back to back (RFC 1952): inflate them all, and
+    # refuse anything after the last one that is not another member.
+    out = bytearray()
+    pending = body
     try:
-        data = inflater.decompress(body, limit + 1)
+        while True:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += inflater.decompress(pending, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise BodyTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+            if not inflater.eof:
+                raise BadBody("body is not valid gzip: the stream is truncated")
+            pending = inflater.unused_data
+            if not pending:
+                return bytes(out)
     except zlib.error as exc:
         raise BadBody(f"body is not valid gzip: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise BodyTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
-    if not inflater.eof:
-        raise BadBody("body is not valid gzip: the stream is truncated")
-    return data
 
 
 def parse_request(data: bytes, *, content_type: str) -> ExportTraceServiceRequest:
@@ -72,6 +79,8 @@ def parse_request(data: bytes, *, content_type: str) -> ExportTraceServiceReques
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadBody(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadBody("body is not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise BadBody("body is not a JSON object")
     _hex_ids_to_base64(document)

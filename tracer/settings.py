@@ -158,6 +158,7 @@ USE_TZ = True
 LOGIN_URL = "/admin/login/"
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request otherwise
 # In local runs, serve static files straight from the apps (no collectstatic needed).
 WHITENOISE_USE_FINDERS = LOCAL_DEV
 
