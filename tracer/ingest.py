@@ -20,16 +20,17 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from tracer import otlp
+from tracer import otlp, semconv, tree
 from tracer.celery import Queues, app
 from tracer.models import IngestBatch, Project, Span, Trace
+from tracer.pricing import PriceBook, Usage
 
 log = logging.getLogger(__name__)
 
 PROCESS_TASK = "ingest.process_batch"
 
-# Columns written for every span, in COPY order. The project and the identity come first.
-SPAN_COLUMNS = (
+# Columns written for every span, in COPY order: as received, then normalized (tracer/semconv.py).
+RAW_COLUMNS = (
     "trace_id",
     "span_id",
     "parent_span_id",
@@ -47,7 +48,20 @@ SPAN_COLUMNS = (
     "events",
     "links",
 )
-_JSON_COLUMNS = frozenset({"resource_attributes", "attributes", "events", "links"})
+NORMALIZED_COLUMNS = (
+    "kind",
+    "agent_name",
+    "model",
+    "provider",
+    "session_id",
+    *tree.TOKEN_FIELDS,
+    # Until the trace's tree is known, a span with usage is assumed to be the leaf that bills it;
+    # traces_rollup corrects this once per batch (see spans_attribute).
+    "billed",
+    "cost",
+    "reported_cost",
+)
+SPAN_COLUMNS = RAW_COLUMNS + NORMALIZED_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,7 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
         gave_up = IngestBatch.objects.filter(pk=batch_id, status__in=unfinished).update(
             status=IngestBatch.Status.FAILED,
             error=f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts",
+            processed_at=now,
         )
         if gave_up:
             log.error("ingest batch %s failed: too many attempts", batch_id)
@@ -149,6 +164,8 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
     }
     if settings.OCTOTRACE_RAW_RETENTION_HOURS == 0:
         done.update(body=b"", body_purged_at=done["processed_at"])
+    prices = PriceBook(project_id=batch.project_id)
+    rows = [_span_row(record, prices) for record in records.values()]
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Safe to relax here: the acknowledged data is the raw batch, committed durably by the
@@ -156,7 +173,7 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
             # "processing" and the sweeper runs it again.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        spans_write(project_id=batch.project_id, records=list(records.values()))
+        spans_write(project_id=batch.project_id, rows=rows)
         traces_rollup(project_id=batch.project_id, trace_ids=trace_ids)
         IngestBatch.objects.filter(pk=batch_id).update(**done)
     return ProcessResult(batch_id=batch_id, spans=len(records), traces=len(trace_ids), rejected=len(rejected))
@@ -180,19 +197,64 @@ def _rejected_summary(rejected: list[str]) -> str:
 # --- Writing --------------------------------------------------------------------------------
 
 
-def spans_write(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> tuple:
+    """A span's values in SPAN_COLUMNS order (JSON columns still as Python objects)."""
+    n = semconv.normalize(name=r.name, attributes=r.attributes)
+    usage = Usage(n.input_tokens, n.output_tokens, n.cached_input_tokens, n.cache_write_tokens, n.reasoning_tokens)
+    cost = prices.cost(provider=n.provider, model=n.model, start_time_unix_nano=r.start_time_unix_nano, usage=usage)
+    return (
+        r.trace_id,
+        r.span_id,
+        r.parent_span_id,
+        r.name,
+        r.span_kind,
+        r.start_time_unix_nano,
+        r.end_time_unix_nano,
+        r.status_code,
+        r.status_message,
+        r.service_name,
+        r.scope_name,
+        r.scope_version,
+        r.resource_attributes,
+        r.attributes,
+        r.events,
+        r.links,
+        n.kind,
+        n.agent_name,
+        n.model,
+        n.provider,
+        n.session_id,
+        n.input_tokens,
+        n.output_tokens,
+        n.cached_input_tokens,
+        n.cache_write_tokens,
+        n.reasoning_tokens,
+        n.total_tokens,
+        n.has_usage,
+        cost,
+        n.reported_cost,
+    )
+
+
+_RESOURCE = SPAN_COLUMNS.index("resource_attributes")
+_ATTRIBUTES = SPAN_COLUMNS.index("attributes")
+_EVENTS = SPAN_COLUMNS.index("events")
+_LINKS = SPAN_COLUMNS.index("links")
+
+
+def spans_write(*, project_id: int, rows: list[tuple]) -> None:
     """Upsert spans: a span seen again replaces its row (replays pick up new normalization)."""
-    if not records:
+    if not rows:
         return
     # One global order for every writer, so overlapping batches never deadlock on row locks.
-    records.sort(key=lambda r: (r.trace_id, r.span_id))
+    rows.sort(key=lambda row: (row[0], row[1]))
     if connection.vendor == "postgresql":
-        _spans_write_copy(project_id=project_id, records=records)
+        _spans_write_copy(project_id=project_id, rows=rows)
     else:
-        _spans_write_orm(project_id=project_id, records=records)
+        _spans_write_orm(project_id=project_id, rows=rows)
 
 
-def _spans_write_copy(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+def _spans_write_copy(*, project_id: int, rows: list[tuple]) -> None:
     """PostgreSQL: COPY into a session-temporary staging table, then one INSERT .. ON CONFLICT."""
     columns = ", ".join(("project_id", *SPAN_COLUMNS))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SPAN_COLUMNS if c not in ("trace_id", "span_id"))
@@ -203,34 +265,23 @@ def _spans_write_copy(*, project_id: int, records: list[otlp.SpanRecord]) -> Non
             f"CREATE TEMP TABLE IF NOT EXISTS octotrace_span_stage ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM tracer_span WITH NO DATA"
         )
+        # Empty it anyway: inside an outer transaction (a replay loop, a test) no commit came
+        # between two batches, and old rows would be written again.
+        cursor.execute("DELETE FROM octotrace_span_stage")
         with cursor.copy(f"COPY octotrace_span_stage ({columns}) FROM STDIN") as copy:
             write_row = copy.write_row
-            for r in records:
+            for row in rows:
+                values = [project_id, *row]
                 # Spans of one resource share its attributes dict: encode it once.
-                resource = resources.get(id(r.resource_attributes))
-                if resource is None:
-                    resource = resources[id(r.resource_attributes)] = _jsonb(r.resource_attributes)
-                write_row(
-                    (
-                        project_id,
-                        r.trace_id,
-                        r.span_id,
-                        r.parent_span_id,
-                        r.name,
-                        r.span_kind,
-                        r.start_time_unix_nano,
-                        r.end_time_unix_nano,
-                        r.status_code,
-                        r.status_message,
-                        r.service_name,
-                        r.scope_name,
-                        r.scope_version,
-                        resource,
-                        _jsonb(r.attributes),
-                        _jsonb(r.events) if r.events else "[]",
-                        _jsonb(r.links) if r.links else "[]",
-                    )
-                )
+                resource = row[_RESOURCE]
+                encoded = resources.get(id(resource))
+                if encoded is None:
+                    encoded = resources[id(resource)] = _jsonb(resource)
+                values[_RESOURCE + 1] = encoded
+                values[_ATTRIBUTES + 1] = _jsonb(row[_ATTRIBUTES])
+                values[_EVENTS + 1] = _jsonb(row[_EVENTS]) if row[_EVENTS] else "[]"
+                values[_LINKS + 1] = _jsonb(row[_LINKS]) if row[_LINKS] else "[]"
+                write_row(values)
         cursor.execute(
             f"INSERT INTO tracer_span ({columns}) "
             f"SELECT {columns} FROM octotrace_span_stage ORDER BY trace_id, span_id "
@@ -245,16 +296,43 @@ def _jsonb(value: object) -> str:
     return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
 
 
-def _spans_write_orm(*, project_id: int, records: list[otlp.SpanRecord]) -> None:
+def _spans_write_orm(*, project_id: int, rows: list[tuple]) -> None:
     """SQLite (the embedded mode): bulk_create with update_conflicts."""
-    rows = [Span(project_id=project_id, **{c: getattr(r, c) for c in SPAN_COLUMNS}) for r in records]
     Span.objects.bulk_create(
-        rows,
+        [Span(project_id=project_id, **dict(zip(SPAN_COLUMNS, row, strict=True))) for row in rows],
         batch_size=500,
         update_conflicts=True,
         unique_fields=["project", "trace_id", "span_id"],
         update_fields=[c for c in SPAN_COLUMNS if c not in ("trace_id", "span_id")],
     )
+
+
+def spans_attribute(*, project_id: int, trace_ids: list[str]) -> None:
+    """Settle what needs the whole trace: which span bills a model call, and which agent each
+    span belongs to. Reads only the few columns the tree needs; writes only what changed."""
+    spans = Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
+    by_trace: dict[str, list[dict]] = {}
+    for span in spans.values(
+        "id",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "start_time_unix_nano",
+        "kind",
+        "agent_name",
+        "input_tokens",
+        "output_tokens",
+        "billed",
+    ).iterator(chunk_size=2000):
+        by_trace.setdefault(span["trace_id"], []).append(span)
+    changed: list[Span] = []
+    for trace_spans in by_trace.values():
+        for node in tree.build(trace_spans).walk():
+            span = node.span
+            if node.billed != span["billed"] or node.agent != span["agent_name"]:
+                changed.append(Span(id=span["id"], billed=node.billed, agent_name=node.agent))
+    if changed:
+        Span.objects.bulk_update(changed, ["billed", "agent_name"], batch_size=500)
 
 
 def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
@@ -273,6 +351,7 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
                 "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
                 [keys],
             )
+    spans_attribute(project_id=project_id, trace_ids=trace_ids)
     spans = Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
     billed = Q(billed=True)
     totals = spans.values("trace_id").annotate(
@@ -289,6 +368,7 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
         cost_sum=Sum("cost", filter=billed),
         unpriced=Count("id", filter=billed & Q(cost__isnull=True)),
         any_service=Max("service_name"),
+        session=Max("session_id"),
     )
     roots: dict[str, tuple[str, str, str]] = {}
     # Earliest parentless span is the root; ties broken by span id so every worker agrees.
@@ -309,6 +389,7 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
                 root_span_id=root_id,
                 root_span_name=root_name,
                 service_name=root_service or t["any_service"] or "",
+                session_id=t["session"] or "",
                 start_time_unix_nano=t["start"],
                 end_time_unix_nano=t["end"],
                 status="error" if t["errors"] else "ok",
@@ -336,6 +417,7 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
 TRACE_ROLLUP_FIELDS = [
     "root_span_id",
     "root_span_name",
+    "session_id",
     "service_name",
     "start_time_unix_nano",
     "end_time_unix_nano",

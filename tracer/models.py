@@ -107,9 +107,9 @@ class IngestBatch(models.Model):
                 name="batch_unfinished_idx",
                 condition=models.Q(status__in=["pending", "processing"]),
             ),
-            # Raw-body purge and `replay --since`: processed batches by age.
+            # Raw-body purge: processed batches by age.
             models.Index(fields=["status", "processed_at"], name="batch_status_processed_idx"),
-            # Admin and replay per project.
+            # Admin, and `replay --project/--since` (received_at).
             models.Index(fields=["project", "received_at"], name="batch_project_received_idx"),
         ]
 
@@ -124,6 +124,7 @@ class Trace(models.Model):
     trace_id = models.CharField(max_length=32)
     root_span_id = models.CharField(max_length=16, blank=True, default="")
     root_span_name = models.TextField(blank=True, default="")
+    session_id = models.CharField(max_length=200, blank=True, default="")
     service_name = models.CharField(max_length=200, blank=True, default="")
     start_time_unix_nano = models.BigIntegerField()
     end_time_unix_nano = models.BigIntegerField()
@@ -151,6 +152,10 @@ class Trace(models.Model):
         indexes = [
             # Trace list: newest first per project, and time-range filters.
             models.Index(fields=["project", "-start_time_unix_nano"], name="trace_project_start_idx"),
+            # Session view: the traces of one conversation.
+            models.Index(
+                fields=["project", "session_id"], name="trace_project_session_idx", condition=~models.Q(session_id="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -186,6 +191,8 @@ class Span(models.Model):
     agent_name = models.CharField(max_length=200, blank=True, default="", db_default="")
     model = models.CharField(max_length=200, blank=True, default="", db_default="")
     provider = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # gen_ai.conversation.id / session.id: groups the traces of one conversation into a session.
+    session_id = models.CharField(max_length=200, blank=True, default="", db_default="")
     input_tokens = models.BigIntegerField(null=True, blank=True)
     output_tokens = models.BigIntegerField(null=True, blank=True)
     cached_input_tokens = models.BigIntegerField(null=True, blank=True)
@@ -206,3 +213,46 @@ class Span(models.Model):
 
     def __str__(self) -> str:
         return f"span {self.span_id} {self.name}"
+
+
+class ModelPrice(models.Model):
+    """USD per 1M tokens for the models matching `model_pattern`, from `valid_from` on.
+
+    A row with a project overrides the defaults (project NULL) for that project. An empty
+    provider matches any provider. Prices left NULL fall back: cached input and cache write to
+    the input price, reasoning to the output price.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="prices")
+    provider = models.CharField(max_length=100, blank=True, default="")
+    # fnmatch pattern, lower case, matched against the model name with and without its "org/".
+    model_pattern = models.CharField(max_length=200)
+    input = models.DecimalField(max_digits=12, decimal_places=6)
+    cached_input = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cache_write = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    output = models.DecimalField(max_digits=12, decimal_places=6)
+    reasoning = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    valid_from = models.DateField()
+    source = models.TextField(blank=True, default="")
+    source_date = models.DateField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            # syncprices upserts the shipped catalog on this key; one default per model and date.
+            models.UniqueConstraint(
+                fields=["provider", "model_pattern", "valid_from"],
+                condition=models.Q(project__isnull=True),
+                name="price_default_uniq",
+            ),
+            # One override per project, model and date.
+            models.UniqueConstraint(
+                fields=["project", "provider", "model_pattern", "valid_from"],
+                condition=models.Q(project__isnull=False),
+                name="price_project_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = f"{self.project} " if self.project_id else ""
+        return f"{scope}{self.provider or '*'}/{self.model_pattern} from {self.valid_from}"

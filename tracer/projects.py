@@ -42,11 +42,7 @@ def apikey_authenticate(*, secret: str) -> ApiKey | None:
     """The active key with this secret, or None."""
     if not secret:
         return None
-    key = (
-        ApiKey.objects.select_related("project")
-        .filter(key_hash=hash_key(secret), revoked_at__isnull=True)
-        .first()
-    )
+    key = ApiKey.objects.select_related("project").filter(key_hash=hash_key(secret), revoked_at__isnull=True).first()
     if key is None:
         return None
     now = timezone.now()

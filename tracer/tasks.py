@@ -6,12 +6,10 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from tracer import ingest
-from tracer.celery import Queues
 
 
 @shared_task(
     name=ingest.PROCESS_TASK,
-    queue=Queues.INGEST.value,
     acks_late=True,
     ignore_result=True,
     # Only a database that is briefly away (restart, failover, deadlock victim) is worth a retry;
@@ -34,11 +32,11 @@ def process_batch(batch_id: int) -> None:
         raise
 
 
-@shared_task(name="ingest.requeue_stuck", queue=Queues.INGEST.value, ignore_result=True, time_limit=300)
+@shared_task(name="ingest.requeue_stuck", ignore_result=True, time_limit=300)
 def requeue_stuck() -> int:
     return ingest.batches_requeue_stuck()
 
 
-@shared_task(name="ingest.purge_raw_bodies", queue=Queues.INGEST.value, ignore_result=True, time_limit=600)
+@shared_task(name="ingest.purge_raw_bodies", ignore_result=True, time_limit=600)
 def purge_raw_bodies() -> int:
     return ingest.raw_bodies_purge()

@@ -54,7 +54,8 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
 
     if otlp.media_type(content_type) not in otlp.CONTENT_TYPES:
         return _answer(
-            415, f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json",
+            415,
+            f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json",
             content_type=otlp.JSON,
         )
     encoding = request.headers.get("Content-Encoding", "").strip().lower()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
+from django.utils.text import slugify
 
 from tracer.projects import apikey_create, project_create
 
@@ -16,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--owner", default="", help="username of an existing user to make owner")
 
     def handle(self, *args, name: str, slug: str, owner: str, **options) -> None:
+        slug = slug or slugify(name)
         owner_user = None
         if owner:
             try:
@@ -27,7 +29,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         except IntegrityError:
-            raise CommandError(f"a project with the slug {slug or name!r} already exists") from None
+            raise CommandError(f"a project with the slug {slug!r} already exists") from None
         _, secret = apikey_create(project=project)
         self.stdout.write(f"Created project {project.name!r} (slug {project.slug}).")
         self.stdout.write(f"Ingest key (shown once, store it now): {secret}")

@@ -26,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--project", help="project slug")
         parser.add_argument("--since", help="only batches received at or after this ISO datetime (UTC)")
         parser.add_argument(
-            "--status", action="append", choices=[s.value for s in IngestBatch.Status],
+            "--status",
+            action="append",
+            choices=[s.value for s in IngestBatch.Status],
             help="only batches in this status (repeatable; default: all)",
         )
         parser.add_argument("--batch", action="append", type=int, help="only this batch id (repeatable)")

@@ -1,0 +1,274 @@
+"""The management commands, called through call_command with their output captured."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from tests.conftest import corpus_protobuf
+from tracer import ingest, otlp
+from tracer.models import ApiKey, IngestBatch, Membership, Project, Span, Trace, hash_key
+from tracer.projects import apikey_authenticate
+
+KEY_RE = re.compile(r"otk_[A-Za-z0-9_-]{20,}")
+CAPTURE_A = "otel-openai-v2-multiagent-content"
+CAPTURE_B = "traceloop-openai-multiagent-content"
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def printed_key(output: str) -> str:
+    (secret,) = KEY_RE.findall(output)
+    return secret
+
+
+def processed_batch(project: Project, stem: str) -> IngestBatch:
+    batch = ingest.batch_accept(project=project, body=corpus_protobuf(stem), content_type=otlp.PROTOBUF)
+    assert batch is not None
+    ingest.batch_process(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == IngestBatch.Status.DONE
+    return batch
+
+
+def span_count(project: Project) -> int:
+    return Span.objects.filter(project=project).count()
+
+
+# --- createproject ---------------------------------------------------------------------------
+
+
+def test_createproject_prints_a_key_that_authenticates_for_the_new_project(db) -> None:
+    output = run("createproject", "Acme Support Bot")
+
+    project = Project.objects.get(slug="acme-support-bot")
+    assert project.name == "Acme Support Bot"
+    assert "acme-support-bot" in output
+    secret = printed_key(output)
+    key = apikey_authenticate(secret=secret)
+    assert key is not None
+    assert key.project == project
+
+
+def test_createproject_stores_only_a_hash_of_the_key(db) -> None:
+    secret = printed_key(run("createproject", "Acme"))
+
+    (key,) = ApiKey.objects.all()
+    assert key.key_hash == hash_key(secret)
+    assert secret not in {key.key_hash, key.prefix, key.name}
+    assert len(key.prefix) < len(secret)
+
+
+def test_createproject_takes_a_slug_and_an_owner(alice) -> None:
+    run("createproject", "Acme", "--slug", "acme-prod", "--owner", "alice")
+
+    project = Project.objects.get(slug="acme-prod")
+    membership = Membership.objects.get(project=project)
+    assert (membership.user, membership.role) == (alice, Membership.Role.OWNER)
+
+
+def test_createproject_refuses_a_duplicate_slug(project_b) -> None:
+    with pytest.raises(CommandError, match=r"a project with the slug 'project-b' already exists"):
+        run("createproject", "Another", "--slug", "project-b")
+    assert Project.objects.filter(slug="project-b").get().name == "Project B"
+    assert not ApiKey.objects.exists()
+
+
+def test_createproject_names_the_taken_slug_when_it_comes_from_the_name(project_a) -> None:
+    # The slug was derived from the name: the message should name the slug that clashed.
+    with pytest.raises(CommandError) as raised:
+        run("createproject", "Project A")
+    assert "already exists" in str(raised.value)
+    assert "'project-a'" in str(raised.value)
+    assert Project.objects.count() == 1
+    assert not ApiKey.objects.exists()
+
+
+def test_createproject_refuses_an_unknown_owner(db) -> None:
+    with pytest.raises(CommandError, match=r"no user named 'nobody'"):
+        run("createproject", "Acme", "--owner", "nobody")
+    assert not Project.objects.exists()
+
+
+def test_createproject_refuses_a_name_without_a_slug(db) -> None:
+    with pytest.raises(CommandError, match="slug"):
+        run("createproject", "!!!")
+    assert not Project.objects.exists()
+
+
+# --- createkey -------------------------------------------------------------------------------
+
+
+def test_createkey_prints_a_new_working_key(project_a, key_a) -> None:
+    output = run("createkey", "project-a", "--name", "ci")
+
+    secret = printed_key(output)
+    assert secret != key_a[1]
+    key = apikey_authenticate(secret=secret)
+    assert key is not None
+    assert (key.project, key.name) == (project_a, "ci")
+    # The first key still works.
+    assert apikey_authenticate(secret=key_a[1]) == key_a[0]
+    assert ApiKey.objects.filter(project=project_a).count() == 2
+
+
+def test_createkey_refuses_an_unknown_slug(project_a) -> None:
+    with pytest.raises(CommandError, match=r"no project with the slug 'nope'"):
+        run("createkey", "nope")
+    assert not ApiKey.objects.exists()
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def test_replay_inline_brings_back_deleted_spans(project_a) -> None:
+    batch = processed_batch(project_a, CAPTURE_A)
+    trace_before = Trace.objects.filter(project=project_a).values("span_count", "root_span_name").get()
+    Span.objects.filter(project=project_a).delete()
+
+    output = run("replay", "--inline")
+
+    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert span_count(project_a) == 14
+    assert Trace.objects.filter(project=project_a).values("span_count", "root_span_name").get() == trace_before
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts) == (IngestBatch.Status.DONE, 1)
+
+
+def test_replay_without_inline_hands_batches_to_the_worker(project_a) -> None:
+    batch = processed_batch(project_a, CAPTURE_A)
+
+    output = run("replay")
+
+    assert output.strip() == "Re-enqueued 1 batch(es) for the worker."
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts) == (IngestBatch.Status.PENDING, 0)
+
+
+def test_replay_only_touches_the_given_project(project_a, project_b) -> None:
+    processed_batch(project_a, CAPTURE_A)
+    processed_batch(project_b, CAPTURE_B)
+    Span.objects.all().delete()
+
+    output = run("replay", "--inline", "--project", "project-b")
+
+    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert span_count(project_b) == 14
+    assert span_count(project_a) == 0
+
+
+def test_replay_refuses_an_unknown_project(db) -> None:
+    with pytest.raises(CommandError, match=r"no project with the slug 'nope'"):
+        run("replay", "--project", "nope")
+
+
+def test_replay_only_touches_batches_in_the_given_status(project_a) -> None:
+    done = processed_batch(project_a, CAPTURE_A)
+    failed = ingest.batch_accept(project=project_a, body=corpus_protobuf(CAPTURE_B), content_type=otlp.PROTOBUF)
+    ingest.batch_mark_failed(batch_id=failed.pk, error="worker crashed")
+
+    output = run("replay", "--inline", "--status", "failed")
+
+    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    failed.refresh_from_db()
+    assert (failed.status, failed.error) == (IngestBatch.Status.DONE, "")
+    assert Span.objects.filter(project=project_a, scope_name="traceloop.tracer").exists()
+    assert span_count(project_a) == 28
+    assert IngestBatch.objects.get(pk=done.pk).processed_at == done.processed_at
+
+
+def test_replay_only_touches_batches_received_since(project_a) -> None:
+    old = processed_batch(project_a, CAPTURE_A)
+    new = processed_batch(project_a, CAPTURE_B)
+    IngestBatch.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=3))
+    Span.objects.all().delete()
+    since = (timezone.now() - timedelta(days=1)).replace(tzinfo=None).isoformat(timespec="seconds")
+
+    output = run("replay", "--inline", "--since", since)
+
+    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert set(Span.objects.values_list("scope_name", flat=True)) == {
+        "traceloop.tracer",
+        "opentelemetry.instrumentation.openai.v1",
+    }
+    assert IngestBatch.objects.get(pk=new.pk).processed_at > new.processed_at
+    assert IngestBatch.objects.get(pk=old.pk).processed_at == old.processed_at
+
+
+def test_replay_accepts_a_date_for_since(project_a) -> None:
+    processed_batch(project_a, CAPTURE_A)
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    assert run("replay", "--inline", "--since", tomorrow).strip() == "Reprocessed 0 batch(es), 0 span(s)."
+
+
+def test_replay_refuses_a_bad_since(db) -> None:
+    with pytest.raises(CommandError, match=r"--since 'last tuesday' is not an ISO date"):
+        run("replay", "--since", "last tuesday")
+
+
+def test_replay_skips_batches_whose_body_was_purged(project_a) -> None:
+    purged = processed_batch(project_a, CAPTURE_A)
+    IngestBatch.objects.filter(pk=purged.pk).update(processed_at=timezone.now() - timedelta(days=30))
+    assert ingest.raw_bodies_purge() == 1
+    Span.objects.all().delete()
+
+    output = run("replay", "--inline")
+
+    assert output.strip() == "Reprocessed 0 batch(es), 0 span(s)."
+    assert span_count(project_a) == 0
+    purged.refresh_from_db()
+    assert purged.status == IngestBatch.Status.DONE
+    assert bytes(purged.body) == b""
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def test_demo_creates_a_user_a_project_a_key_and_a_pending_batch(db) -> None:
+    output = run("demo")
+
+    user = User.objects.get(username="demo")
+    assert user.check_password("demo")
+    assert user.is_staff and user.is_superuser
+    project = Project.objects.get(slug="demo")
+    assert Membership.objects.get(project=project, user=user).role == Membership.Role.OWNER
+    key = apikey_authenticate(secret=printed_key(output))
+    assert key is not None and key.project == project
+    (batch,) = IngestBatch.objects.filter(project=project)
+    assert batch.status == IngestBatch.Status.PENDING
+    assert batch.span_count == 25 * 20
+
+    ingest.batch_process(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.trace_count) == (IngestBatch.Status.DONE, 25)
+    assert span_count(project) == 500
+    assert set(Trace.objects.filter(project=project).values_list("span_count", flat=True)) == {20}
+    assert set(Trace.objects.filter(project=project).values_list("root_span_name", flat=True)) == {
+        "invoke_workflow research_report"
+    }
+
+
+def test_demo_can_run_twice(db) -> None:
+    first = run("demo")
+    second = run("demo")
+
+    assert "Demo login: demo / demo" in first
+    assert "Demo login: demo" in second
+    assert Project.objects.filter(slug="demo").count() == 1
+    assert User.objects.filter(username="demo").count() == 1
+    # No second copy of the demo data, but a fresh key each time.
+    assert IngestBatch.objects.count() == 1
+    assert ApiKey.objects.filter(project__slug="demo").count() == 2
+    assert apikey_authenticate(secret=printed_key(second)) is not None

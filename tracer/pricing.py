@@ -1,0 +1,153 @@
+"""Model prices and per-span cost, in Decimal.
+
+cost = (input - cached - cache_write) x input price + cached x cached price
+       + cache_write x write price + (output - reasoning) x output price
+       + reasoning x reasoning price,             all prices per 1M tokens.
+
+A span whose model has no price is unpriced: its cost is NULL, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from django.db import transaction
+from django.db.models import Q
+
+from tracer.models import ModelPrice
+
+CATALOG = Path(__file__).resolve().parent / "data" / "prices.json"
+PER_TOKENS = Decimal(1_000_000)
+# Span costs are stored with 10 decimal places (a millionth of a cent is still visible).
+QUANTUM = Decimal("0.0000000001")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+def usage_cost(usage: Usage, price: ModelPrice) -> Decimal:
+    inputs = usage.input_tokens or 0
+    cached = min(usage.cached_input_tokens or 0, inputs)
+    written = min(usage.cache_write_tokens or 0, inputs - cached)
+    outputs = usage.output_tokens or 0
+    reasoning = min(usage.reasoning_tokens or 0, outputs)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    write_price = price.input if price.cache_write is None else price.cache_write
+    reasoning_price = price.output if price.reasoning is None else price.reasoning
+    total = (
+        (inputs - cached - written) * price.input
+        + cached * cached_price
+        + written * write_price
+        + (outputs - reasoning) * price.output
+        + reasoning * reasoning_price
+    )
+    return (total / PER_TOKENS).quantize(QUANTUM)
+
+
+def model_names(model: str) -> tuple[str, ...]:
+    """The names a pattern is matched against: the full name and the one without "org/"."""
+    lowered = model.strip().lower()
+    bare = lowered.rsplit("/", 1)[-1]
+    return (lowered,) if bare == lowered else (lowered, bare)
+
+
+def _specificity(pattern: str) -> int:
+    return sum(1 for c in pattern if c not in "*?[]")
+
+
+class PriceBook:
+    """The prices that apply to one project, loaded once, with lookups memoized.
+
+    Precedence: a project override beats a default; a provider-specific price beats one for any
+    provider; a more specific pattern beats a looser one; then the latest `valid_from` on or
+    before the day of the call.
+    """
+
+    def __init__(self, *, project_id: int | None) -> None:
+        scope = Q(project__isnull=True) | Q(project_id=project_id) if project_id else Q(project__isnull=True)
+        self._prices = list(ModelPrice.objects.filter(scope))
+        self._memo: dict[tuple[str, str, date], ModelPrice | None] = {}
+
+    def find(self, *, provider: str, model: str, day: date) -> ModelPrice | None:
+        key = (provider, model, day)
+        if key not in self._memo:
+            self._memo[key] = self._find(provider=provider.lower(), model=model, day=day)
+        return self._memo[key]
+
+    def _find(self, *, provider: str, model: str, day: date) -> ModelPrice | None:
+        if not model:
+            return None
+        names = model_names(model)
+        best: tuple[tuple, ModelPrice] | None = None
+        for price in self._prices:
+            if price.valid_from > day or (price.provider and price.provider != provider):
+                continue
+            if not any(fnmatchcase(name, price.model_pattern) for name in names):
+                continue
+            rank = (
+                price.project_id is not None,
+                bool(price.provider),
+                _specificity(price.model_pattern),
+                price.valid_from,
+            )
+            if best is None or rank > best[0]:
+                best = (rank, price)
+        return best[1] if best else None
+
+    def cost(self, *, provider: str, model: str, start_time_unix_nano: int, usage: Usage) -> Decimal | None:
+        if usage.input_tokens is None and usage.output_tokens is None:
+            return None
+        day = datetime.fromtimestamp(start_time_unix_nano / 1e9, tz=UTC).date()
+        price = self.find(provider=provider, model=model, day=day)
+        return None if price is None else usage_cost(usage, price)
+
+
+def prices_sync(*, path: Path = CATALOG) -> tuple[int, int]:
+    """Load the shipped catalog into the default prices (project NULL). Returns (created, updated).
+
+    Upserts on (provider, pattern, valid_from), so a new price with a later valid_from adds
+    history instead of rewriting the past. Project overrides are never touched.
+    """
+    try:
+        catalog = json.loads(path.read_text())
+        entries = catalog["prices"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read the price catalog {path}: {exc}") from None
+    created = updated = 0
+    with transaction.atomic():
+        for entry in entries:
+            values = {
+                "input": Decimal(entry["input"]),
+                "output": Decimal(entry["output"]),
+                "cached_input": _decimal(entry.get("cached_input")),
+                "cache_write": _decimal(entry.get("cache_write")),
+                "reasoning": _decimal(entry.get("reasoning")),
+                "source": entry.get("source", ""),
+                "source_date": date.fromisoformat(entry["source_date"]) if entry.get("source_date") else None,
+                "note": entry.get("note", ""),
+            }
+            _, was_created = ModelPrice.objects.update_or_create(
+                project=None,
+                provider=(entry.get("provider") or "").lower(),
+                model_pattern=entry["model"].lower(),
+                valid_from=date.fromisoformat(entry["valid_from"]),
+                defaults=values,
+            )
+            created += was_created
+            updated += not was_created
+    return created, updated
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value in (None, "") else Decimal(value)

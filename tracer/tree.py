@@ -1,0 +1,231 @@
+"""Call trees rebuilt from parent ids, robust to the data real traces contain.
+
+Orphans (their parent never arrived) become roots flagged `orphan`; several roots are fine; a
+cycle in bad data is broken at its earliest span, flagged `cycle`, so nothing loops forever.
+Every walk is iterative (deep agent recursion must not hit Python's recursion limit).
+
+On top of the tree:
+- billing: a span's usage is billed only if no descendant carries usage (a framework span above
+  a client span, or two libraries instrumenting the same call, are billed once, at the leaf);
+- agents: each span belongs to its nearest enclosing agent; agents nest by delegation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
+
+
+@dataclass(slots=True)
+class Node:
+    span: dict[str, Any]
+    children: list[Node] = field(default_factory=list)
+    orphan: bool = False
+    cycle: bool = False
+    depth: int = 0
+    # Nearest enclosing agent (the span itself if it is an agent); "" when there is none.
+    agent: str = ""
+    # The nearest enclosing agent span's id, for the delegation hierarchy.
+    agent_span_id: str = ""
+    billed: bool = False
+    subtree_usage: bool = False
+
+    @property
+    def span_id(self) -> str:
+        return self.span["span_id"]
+
+
+@dataclass(slots=True)
+class Forest:
+    roots: list[Node]
+    nodes: dict[str, Node]
+
+    def walk(self) -> Iterable[Node]:
+        """Every node once, parents before children."""
+        stack = list(reversed(self.roots))
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+
+def _order(span: dict[str, Any]) -> tuple[int, str]:
+    return (span.get("start_time_unix_nano") or 0, span["span_id"])
+
+
+def build(spans: Iterable[dict[str, Any]]) -> Forest:
+    """Each span dict needs span_id, parent_span_id, start_time_unix_nano; the rest is carried."""
+    nodes: dict[str, Node] = {}
+    for span in spans:
+        nodes[span["span_id"]] = Node(span=span)
+    children: dict[str, list[Node]] = defaultdict(list)
+    roots: list[Node] = []
+    for node in nodes.values():
+        parent = node.span.get("parent_span_id") or ""
+        if not parent:
+            roots.append(node)
+        elif parent not in nodes or parent == node.span_id:
+            node.orphan = parent not in nodes
+            node.cycle = parent == node.span_id
+            roots.append(node)
+        else:
+            children[parent].append(node)
+    for parent_id, kids in children.items():
+        kids.sort(key=lambda n: _order(n.span))
+        nodes[parent_id].children = kids
+    roots.sort(key=lambda n: _order(n.span))
+
+    seen: set[str] = set()
+    _mark(roots, seen)
+    if len(seen) < len(nodes):
+        # What is left hangs off a cycle: cut each cycle at its earliest span.
+        for node in sorted((n for n in nodes.values() if n.span_id not in seen), key=lambda n: _order(n.span)):
+            if node.span_id in seen:
+                continue
+            node.cycle = True
+            parent = nodes[node.span["parent_span_id"]]
+            parent.children = [c for c in parent.children if c is not node]
+            roots.append(node)
+            _mark([node], seen)
+    forest = Forest(roots=roots, nodes=nodes)
+    _annotate(forest)
+    return forest
+
+
+def _mark(start: list[Node], seen: set[str]) -> None:
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node.span_id in seen:
+            continue
+        seen.add(node.span_id)
+        stack.extend(node.children)
+
+
+def _has_usage(span: dict[str, Any]) -> bool:
+    return span.get("input_tokens") is not None or span.get("output_tokens") is not None
+
+
+def _annotate(forest: Forest) -> None:
+    order = list(forest.walk())
+    for node in order:  # parents first: depth and agent attribution flow down
+        parent = node.span.get("parent_span_id")
+        up = forest.nodes.get(parent) if parent and not (node.orphan or node.cycle) else None
+        node.depth = up.depth + 1 if up else 0
+        if node.span.get("kind") == "agent":
+            node.agent = node.span.get("agent_name") or ""
+            node.agent_span_id = node.span_id
+        elif up and up.agent_span_id:
+            node.agent, node.agent_span_id = up.agent, up.agent_span_id
+        else:
+            # No enclosing agent span: keep the agent the span names itself, if any.
+            node.agent = node.span.get("agent_name") or ""
+    for node in reversed(order):  # children first: usage flows up
+        below = any(child.subtree_usage for child in node.children)
+        own = _has_usage(node.span)
+        node.billed = own and not below
+        node.subtree_usage = own or below
+
+
+# --- Rollups for the read API ------------------------------------------------------------
+
+
+def _empty_totals() -> dict[str, Any]:
+    return {**dict.fromkeys(TOKEN_FIELDS, 0), "cost": None, "unpriced_count": 0, "billed_count": 0, "span_count": 0}
+
+
+def _add(totals: dict[str, Any], span: dict[str, Any], *, billed: bool) -> None:
+    totals["span_count"] += 1
+    if not billed:
+        return
+    totals["billed_count"] += 1
+    for name in TOKEN_FIELDS:
+        totals[name] += span.get(name) or 0
+    cost = span.get("cost")
+    if cost is None:
+        totals["unpriced_count"] += 1
+    else:
+        totals["cost"] = (totals["cost"] or Decimal(0)) + Decimal(cost)
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for name in (*TOKEN_FIELDS, "unpriced_count", "billed_count", "span_count"):
+        into[name] += other[name]
+    if other["cost"] is not None:
+        into["cost"] = (into["cost"] or Decimal(0)) + other["cost"]
+
+
+def nested(forest: Forest) -> list[dict[str, Any]]:
+    """The tree as nested dicts, each with its own and its subtree's totals."""
+    out: dict[str, dict[str, Any]] = {}
+    for node in reversed(list(forest.walk())):
+        own = _empty_totals()
+        _add(own, node.span, billed=node.billed)
+        subtree = _empty_totals()
+        _merge(subtree, own)
+        kids = [out.pop(child.span_id) for child in node.children]
+        for kid in kids:
+            _merge(subtree, kid["subtree"])
+        out[node.span_id] = {
+            "span_id": node.span_id,
+            "name": node.span.get("name", ""),
+            "kind": node.span.get("kind", ""),
+            "agent": node.agent,
+            "billed": node.billed,
+            "orphan": node.orphan,
+            "cycle": node.cycle,
+            "own": own,
+            "subtree": subtree,
+            "children": kids,
+        }
+    return [out[root.span_id] for root in forest.roots]
+
+
+def breakdowns(forest: Forest) -> dict[str, Any]:
+    """Totals by agent, by model and by kind, plus the agents' delegation hierarchy."""
+    by_agent: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
+    by_model: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
+    by_kind: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
+    total = _empty_totals()
+    for node in forest.walk():
+        span = node.span
+        _add(total, span, billed=node.billed)
+        _add(by_agent[node.agent], span, billed=node.billed)
+        _add(by_kind[span.get("kind") or "other"], span, billed=node.billed)
+        if span.get("model"):
+            _add(by_model[span["model"]], span, billed=node.billed)
+    return {
+        "totals": total,
+        "by_agent": dict(by_agent),
+        "by_model": dict(by_model),
+        "by_kind": dict(by_kind),
+        "agents": _agent_tree(forest),
+    }
+
+
+def _agent_tree(forest: Forest) -> list[dict[str, Any]]:
+    """Agent spans nested by who delegated to whom (the nearest enclosing agent span)."""
+    entries: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for node in forest.walk():
+        if node.span.get("kind") != "agent":
+            continue
+        entry = {"span_id": node.span_id, "agent": node.agent, "sub_agents": []}
+        entries[node.span_id] = entry
+        parent_id = node.span.get("parent_span_id")
+        parent = forest.nodes.get(parent_id) if parent_id and not (node.orphan or node.cycle) else None
+        delegator = parent.agent_span_id if parent else ""
+        (entries[delegator]["sub_agents"] if delegator in entries else roots).append(entry)
+    return roots
