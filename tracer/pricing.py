@@ -113,7 +113,7 @@ class PriceBook:
         return None if price is None else usage_cost(usage, price)
 
 
-def prices_sync(*, path: Path = CATALOG) -> tuple[int, int]:
+def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -> tuple[int, int]:
     """Load the shipped catalog into the default prices (project NULL). Returns (created, updated).
 
     Upserts on (provider, pattern, valid_from), so a new price with a later valid_from adds
@@ -125,29 +125,78 @@ def prices_sync(*, path: Path = CATALOG) -> tuple[int, int]:
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"cannot read the price catalog {path}: {exc}") from None
     created = updated = 0
-    with transaction.atomic():
-        for entry in entries:
-            values = {
-                "input": Decimal(entry["input"]),
-                "output": Decimal(entry["output"]),
-                "cached_input": _decimal(entry.get("cached_input")),
-                "cache_write": _decimal(entry.get("cache_write")),
-                "reasoning": _decimal(entry.get("reasoning")),
-                "source": entry.get("source", ""),
-                "source_date": date.fromisoformat(entry["source_date"]) if entry.get("source_date") else None,
-                "note": entry.get("note", ""),
-            }
-            _, was_created = ModelPrice.objects.update_or_create(
-                project=None,
-                provider=(entry.get("provider") or "").lower(),
-                model_pattern=entry["model"].lower(),
-                valid_from=date.fromisoformat(entry["valid_from"]),
-                defaults=values,
-            )
+    with transaction.atomic():  # a bad entry leaves the table as it was
+        for index, entry in enumerate(entries):
+            try:
+                was_created = _price_upsert(model, entry)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise ValueError(f"price catalog {path}, entry {index}: bad or missing {exc}") from None
             created += was_created
             updated += not was_created
     return created, updated
 
 
+def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
+    values = {
+        "input": Decimal(entry["input"]),
+        "output": Decimal(entry["output"]),
+        "cached_input": _decimal(entry.get("cached_input")),
+        "cache_write": _decimal(entry.get("cache_write")),
+        "reasoning": _decimal(entry.get("reasoning")),
+        "source": entry.get("source", ""),
+        "source_date": date.fromisoformat(entry["source_date"]) if entry.get("source_date") else None,
+        "note": entry.get("note", ""),
+    }
+    _, created = model.objects.update_or_create(
+        project=None,
+        provider=(entry.get("provider") or "").lower(),
+        model_pattern=entry["model"].lower(),
+        valid_from=date.fromisoformat(entry["valid_from"]),
+        defaults=values,
+    )
+    return created
+
+
 def _decimal(value: str | None) -> Decimal | None:
     return None if value in (None, "") else Decimal(value)
+
+
+def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None = None) -> tuple[int, int]:
+    """Recompute the cost of stored spans with today's prices, then their traces' rollups.
+    Returns (spans whose cost changed, traces recomputed)."""
+    from tracer.ingest import traces_rollup
+    from tracer.models import Span
+
+    spans = Span.objects.filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
+    if project_id is not None:
+        spans = spans.filter(project_id=project_id)
+    if since_unix_nano is not None:
+        spans = spans.filter(start_time_unix_nano__gte=since_unix_nano)
+    changed_count = trace_count = 0
+    for pid in spans.values_list("project_id", flat=True).distinct().order_by("project_id"):
+        book = PriceBook(project_id=pid)
+        changed: list[Span] = []
+        traces: set[str] = set()
+        fields = ("id", "trace_id", "provider", "model", "start_time_unix_nano", "cost", *USAGE_FIELDS)
+        for row in spans.filter(project_id=pid).values(*fields).iterator(chunk_size=2000):
+            usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
+            cost = book.cost(
+                provider=row["provider"],
+                model=row["model"],
+                start_time_unix_nano=row["start_time_unix_nano"],
+                usage=usage,
+            )
+            if cost != row["cost"]:
+                changed.append(Span(id=row["id"], cost=cost))
+                traces.add(row["trace_id"])
+        trace_ids = sorted(traces)
+        with transaction.atomic():
+            Span.objects.bulk_update(changed, ["cost"], batch_size=1000)
+            for i in range(0, len(trace_ids), 500):
+                traces_rollup(project_id=pid, trace_ids=trace_ids[i : i + 500])
+        changed_count += len(changed)
+        trace_count += len(trace_ids)
+    return changed_count, trace_count
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")

@@ -3,10 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from tracer import views
+from tracer import api, views
 
 urlpatterns = [
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
+    path("api/v1/traces", api.traces_list, name="api-traces"),
+    path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api-trace"),
+    path("api/v1/prices", api.prices_list, name="api-prices"),
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]

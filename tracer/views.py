@@ -32,7 +32,7 @@ def _answer(status: int, message: str, *, content_type: str) -> HttpResponse:
 _RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 
 
-def _secret(request: HttpRequest) -> str:
+def request_secret(request: HttpRequest) -> str:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -45,7 +45,7 @@ def _secret(request: HttpRequest) -> str:
 def otlp_traces(request: HttpRequest) -> HttpResponse:
     content_type = request.headers.get("Content-Type", "")
     try:
-        key = apikey_authenticate(secret=_secret(request))
+        key = apikey_authenticate(secret=request_secret(request))
     except (OperationalError, InterfaceError):
         log.warning("database unavailable while authenticating an OTLP request", exc_info=True)
         return _answer(503, "database unavailable, retry later", content_type=content_type)

@@ -8,7 +8,7 @@ from tracer import ingest
 from tracer.models import IngestBatch, Project
 
 
-def _since(value: str) -> datetime:
+def parse_since(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 raise CommandError(f"no project with the slug {opts['project']!r}") from None
         batches = ingest.batches_for_replay(
             project=project,
-            since=_since(opts["since"]) if opts["since"] else None,
+            since=parse_since(opts["since"]) if opts["since"] else None,
             statuses=opts["status"],
             batch_ids=opts["batch"],
         )

@@ -1,0 +1,239 @@
+"""The read API (JSON): traces, one trace with its call tree, effective prices. See docs/api.md.
+
+Authenticated by an API key of the project (`Authorization: Bearer`, or `x-octotrace-key`), or by
+a logged-in member of the project named with `?project=<slug>`. A project the caller cannot see
+is a 404, like an unknown id, so ids of other tenants cannot be probed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db.models import Exists, F, OuterRef, Q
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from tracer import tree
+from tracer.models import Membership, ModelPrice, Project, Span, Trace
+from tracer.projects import apikey_authenticate
+from tracer.views import request_secret
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+SPAN_FIELDS = (
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "span_kind",
+    "agent_name",
+    "model",
+    "provider",
+    "session_id",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status_code",
+    "status_message",
+    "service_name",
+    *tree.TOKEN_FIELDS,
+    "billed",
+    "cost",
+    "reported_cost",
+)
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def _json(data: Any, status: int = 200) -> JsonResponse:
+    # Money leaves as a decimal string: a float would round it.
+    return JsonResponse(data, status=status, json_dumps_params={"default": _default}, safe=False)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return _json({"error": message}, status=status)
+
+
+def _project(request: HttpRequest) -> Project | JsonResponse:
+    secret = request_secret(request)
+    slug = request.GET.get("project", "")
+    if secret:
+        key = apikey_authenticate(secret=secret)
+        if key is None:
+            return _error(401, "missing, unknown or revoked API key")
+        if slug and slug != key.project.slug:
+            raise Http404("no such project")
+        return key.project
+    if not request.user.is_authenticated:
+        return _error(401, "authenticate with an API key or log in")
+    if not slug:
+        return _error(400, "name the project with ?project=<slug>")
+    membership = Membership.objects.select_related("project").filter(user=request.user, project__slug=slug).first()
+    if membership is None:
+        raise Http404("no such project")
+    return membership.project
+
+
+def _datetime_ns(name: str, value: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(f"{name}={value!r} is not an ISO 8601 datetime") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def _cursor(value: str) -> tuple[int, int]:
+    try:
+        start, pk = base64.urlsafe_b64decode(value.encode()).decode().split(":")
+        return int(start), int(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadParameter("cursor is not one this API returned") from None
+
+
+def _trace_json(trace: Trace) -> dict[str, Any]:
+    return {
+        "trace_id": trace.trace_id,
+        "root_span_id": trace.root_span_id,
+        "root_span_name": trace.root_span_name,
+        "session_id": trace.session_id,
+        "service_name": trace.service_name,
+        "start_time_unix_nano": trace.start_time_unix_nano,
+        "end_time_unix_nano": trace.end_time_unix_nano,
+        "duration_ms": (trace.end_time_unix_nano - trace.start_time_unix_nano) / 1e6,
+        "status": trace.status,
+        "span_count": trace.span_count,
+        "error_count": trace.error_count,
+        **{name: getattr(trace, name) for name in tree.TOKEN_FIELDS},
+        "cost": trace.cost,
+        "unpriced_count": trace.unpriced_count,
+    }
+
+
+def _filtered_traces(project: Project, params: Any) -> Any:
+    traces = Trace.objects.filter(project=project)
+    if params.get("from"):
+        traces = traces.filter(start_time_unix_nano__gte=_datetime_ns("from", params["from"]))
+    if params.get("to"):
+        traces = traces.filter(start_time_unix_nano__lt=_datetime_ns("to", params["to"]))
+    if params.get("status"):
+        if params["status"] not in ("ok", "error"):
+            raise BadParameter("status must be ok or error")
+        traces = traces.filter(status=params["status"])
+    if params.get("min_cost"):
+        try:
+            minimum = Decimal(params["min_cost"])
+        except InvalidOperation:
+            raise BadParameter(f"min_cost={params['min_cost']!r} is not a number") from None
+        traces = traces.filter(cost__gte=minimum)
+    if params.get("session"):
+        traces = traces.filter(session_id=params["session"])
+    if params.get("q"):
+        traces = traces.filter(Q(root_span_name__icontains=params["q"]) | Q(trace_id=params["q"].lower()))
+    spans = Span.objects.filter(project=project, trace_id=OuterRef("trace_id"))
+    if params.get("agent"):
+        traces = traces.filter(Exists(spans.filter(agent_name=params["agent"])))
+    if params.get("model"):
+        traces = traces.filter(Exists(spans.filter(model=params["model"])))
+    return traces
+
+
+@require_GET
+def traces_list(request: HttpRequest) -> JsonResponse:
+    project = _project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    try:
+        limit = min(int(request.GET.get("limit", PAGE_SIZE)), MAX_PAGE_SIZE)
+        if limit < 1:
+            raise ValueError
+    except ValueError:
+        return _error(400, f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
+    try:
+        traces = _filtered_traces(project, request.GET)
+        if request.GET.get("cursor"):
+            start, pk = _cursor(request.GET["cursor"])
+            traces = traces.filter(Q(start_time_unix_nano__lt=start) | Q(start_time_unix_nano=start, pk__lt=pk))
+    except BadParameter as exc:
+        return _error(400, str(exc))
+    page = list(traces.order_by("-start_time_unix_nano", "-pk")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    next_cursor = None
+    if more:
+        last = page[-1]
+        next_cursor = base64.urlsafe_b64encode(f"{last.start_time_unix_nano}:{last.pk}".encode()).decode()
+    return _json({"data": [_trace_json(t) for t in page], "next_cursor": next_cursor})
+
+
+@require_GET
+def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
+    project = _project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    trace = Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
+    if trace is None:
+        raise Http404("no such trace")
+    spans = list(
+        Span.objects.filter(project=project, trace_id=trace.trace_id)
+        .order_by("start_time_unix_nano", "span_id")
+        .values(*SPAN_FIELDS)
+    )
+    forest = tree.build(spans)
+    for node in forest.nodes.values():
+        node.span["orphan"] = node.orphan
+        node.span["cycle"] = node.cycle
+        node.span["depth"] = node.depth
+    return _json(
+        {
+            "trace": _trace_json(trace),
+            **tree.breakdowns(forest),
+            "spans": spans,
+            "tree": tree.nested(forest),
+        }
+    )
+
+
+@require_GET
+def prices_list(request: HttpRequest) -> JsonResponse:
+    """The prices in force today for this project: its overrides, then the defaults they leave."""
+    project = _project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    today = datetime.now(tz=UTC).date()
+    effective: dict[tuple[str, str], ModelPrice] = {}
+    rows = ModelPrice.objects.filter(Q(project__isnull=True) | Q(project=project), valid_from__lte=today)
+    # Defaults first, then overrides; within each, older first, so the last one written wins.
+    for price in rows.order_by(F("project_id").asc(nulls_first=True), "valid_from"):
+        effective[(price.provider, price.model_pattern)] = price
+    data = [
+        {
+            "scope": "project" if price.project_id else "default",
+            "provider": price.provider or None,
+            "model_pattern": price.model_pattern,
+            "input": price.input,
+            "cached_input": price.cached_input if price.cached_input is not None else price.input,
+            "cache_write": price.cache_write if price.cache_write is not None else price.input,
+            "output": price.output,
+            "reasoning": price.reasoning if price.reasoning is not None else price.output,
+            "valid_from": price.valid_from,
+            "source": price.source,
+            "note": price.note,
+        }
+        for price in sorted(effective.values(), key=lambda p: (p.model_pattern, p.provider))
+    ]
+    return _json({"unit": "USD per 1M tokens", "data": data})
