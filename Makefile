@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-ingest clean
+.PHONY: run test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench-ingest: $(STAMP)
-	$(PY) bench/ingest.py
+# Benchmarks on the configured database and broker (see docs/performance.md for the recorded runs).
+bench: export OCTOTRACE_LOCAL_DEV ?= 1
+bench: $(STAMP)
+	$(PY) bench/ingest.py --start
+	$(PY) bench/tree.py
 
 clean:
 	rm -rf $(VENV) var

@@ -52,14 +52,38 @@ def _start_stack(port: int, web_workers: int, concurrency: int) -> list[subproce
     env = {**os.environ}
     python = sys.executable
     web = subprocess.Popen(
-        [python, "-m", "gunicorn", "tracer.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(web_workers),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            python,
+            "-m",
+            "gunicorn",
+            "tracer.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(web_workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "tracer", "worker", "--loglevel", "WARNING", "--concurrency", str(concurrency),
-         "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env,
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "tracer",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -148,8 +172,10 @@ def main() -> None:
             proc.wait(timeout=30)
 
     print(f"machine: {platform.node()} {os.cpu_count()} cpus, {platform.python_version()}, db {connection.vendor}")
-    print(f"settings: senders={args.senders} batch={args.batch_size} gzip={args.gzip} "
-          f"web_workers={args.web_workers} worker_concurrency={args.concurrency}")
+    print(
+        f"settings: senders={args.senders} batch={args.batch_size} gzip={args.gzip} "
+        f"web_workers={args.web_workers} worker_concurrency={args.concurrency}"
+    )
     print(f"received: {len(spans)} spans in {sent:.2f}s = {len(spans) / sent:,.0f} spans/s (all answered 200)")
     print(f"end-to-end: {len(spans)} spans stored in {total:.2f}s = {len(spans) / total:,.0f} spans/s")
 
