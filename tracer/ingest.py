@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from tracer import otlp, semconv, tree
@@ -55,8 +55,8 @@ NORMALIZED_COLUMNS = (
     "provider",
     "session_id",
     *tree.TOKEN_FIELDS,
-    # Until the trace's tree is known, a span with usage is assumed to be the leaf that bills it;
-    # traces_rollup corrects this once per batch (see spans_attribute).
+    # Set from the batch's own spans first (_attribute_within_batch), then settled against the
+    # whole stored trace by traces_rollup.
     "billed",
     "cost",
     "reported_cost",
@@ -166,6 +166,7 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
         done.update(body=b"", body_purged_at=done["processed_at"])
     prices = PriceBook(project_id=batch.project_id)
     rows = [_span_row(record, prices) for record in records.values()]
+    _attribute_within_batch(rows)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Safe to relax here: the acknowledged data is the raw batch, committed durably by the
@@ -197,12 +198,12 @@ def _rejected_summary(rejected: list[str]) -> str:
 # --- Writing --------------------------------------------------------------------------------
 
 
-def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> tuple:
+def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> list:
     """A span's values in SPAN_COLUMNS order (JSON columns still as Python objects)."""
     n = semconv.normalize(name=r.name, attributes=r.attributes)
     usage = Usage(n.input_tokens, n.output_tokens, n.cached_input_tokens, n.cache_write_tokens, n.reasoning_tokens)
     cost = prices.cost(provider=n.provider, model=n.model, start_time_unix_nano=r.start_time_unix_nano, usage=usage)
-    return (
+    return [
         r.trace_id,
         r.span_id,
         r.parent_span_id,
@@ -233,7 +234,35 @@ def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> tuple:
         n.has_usage,
         cost,
         n.reported_cost,
-    )
+    ]
+
+
+_TREE_COLUMNS = (
+    "span_id",
+    "parent_span_id",
+    "start_time_unix_nano",
+    "kind",
+    "agent_name",
+    "input_tokens",
+    "output_tokens",
+)
+_TREE_INDEXES = [SPAN_COLUMNS.index(c) for c in _TREE_COLUMNS]
+_BILLED = SPAN_COLUMNS.index("billed")
+_AGENT = SPAN_COLUMNS.index("agent_name")
+
+
+def _attribute_within_batch(rows: list[list]) -> None:
+    """Billing and agent attribution from the spans of this batch alone. Usually a trace arrives
+    whole, so traces_rollup then finds nothing to correct and writes no span twice."""
+    by_trace: dict[str, list[dict]] = {}
+    for row in rows:
+        span = dict(zip(_TREE_COLUMNS, (row[i] for i in _TREE_INDEXES), strict=True))
+        span["row"] = row
+        by_trace.setdefault(row[0], []).append(span)
+    for spans in by_trace.values():
+        for node in tree.build(spans).nodes.values():
+            node.span["row"][_BILLED] = node.billed
+            node.span["row"][_AGENT] = node.agent
 
 
 _RESOURCE = SPAN_COLUMNS.index("resource_attributes")
@@ -242,7 +271,7 @@ _EVENTS = SPAN_COLUMNS.index("events")
 _LINKS = SPAN_COLUMNS.index("links")
 
 
-def spans_write(*, project_id: int, rows: list[tuple]) -> None:
+def spans_write(*, project_id: int, rows: list[list]) -> None:
     """Upsert spans: a span seen again replaces its row (replays pick up new normalization)."""
     if not rows:
         return
@@ -254,7 +283,7 @@ def spans_write(*, project_id: int, rows: list[tuple]) -> None:
         _spans_write_orm(project_id=project_id, rows=rows)
 
 
-def _spans_write_copy(*, project_id: int, rows: list[tuple]) -> None:
+def _spans_write_copy(*, project_id: int, rows: list[list]) -> None:
     """PostgreSQL: COPY into a session-temporary staging table, then one INSERT .. ON CONFLICT."""
     columns = ", ".join(("project_id", *SPAN_COLUMNS))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SPAN_COLUMNS if c not in ("trace_id", "span_id"))
@@ -296,7 +325,7 @@ def _jsonb(value: object) -> str:
     return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
 
 
-def _spans_write_orm(*, project_id: int, rows: list[tuple]) -> None:
+def _spans_write_orm(*, project_id: int, rows: list[list]) -> None:
     """SQLite (the embedded mode): bulk_create with update_conflicts."""
     Span.objects.bulk_create(
         [Span(project_id=project_id, **dict(zip(SPAN_COLUMNS, row, strict=True))) for row in rows],
@@ -307,36 +336,30 @@ def _spans_write_orm(*, project_id: int, rows: list[tuple]) -> None:
     )
 
 
-def spans_attribute(*, project_id: int, trace_ids: list[str]) -> None:
-    """Settle what needs the whole trace: which span bills a model call, and which agent each
-    span belongs to. Reads only the few columns the tree needs; writes only what changed."""
-    spans = Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
-    by_trace: dict[str, list[dict]] = {}
-    for span in spans.values(
-        "id",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "start_time_unix_nano",
-        "kind",
-        "agent_name",
-        "input_tokens",
-        "output_tokens",
-        "billed",
-    ).iterator(chunk_size=2000):
-        by_trace.setdefault(span["trace_id"], []).append(span)
-    changed: list[Span] = []
-    for trace_spans in by_trace.values():
-        for node in tree.build(trace_spans).walk():
-            span = node.span
-            if node.billed != span["billed"] or node.agent != span["agent_name"]:
-                changed.append(Span(id=span["id"], billed=node.billed, agent_name=node.agent))
-    if changed:
-        Span.objects.bulk_update(changed, ["billed", "agent_name"], batch_size=500)
+# What traces_rollup reads of each span of the touched traces: the tree, usage, cost, identity.
+ROLLUP_SPAN_FIELDS = (
+    "id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status_code",
+    "service_name",
+    "session_id",
+    "kind",
+    "agent_name",
+    *tree.TOKEN_FIELDS,
+    "billed",
+    "cost",
+)
 
 
 def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
-    """Recompute the trace rows of `trace_ids` from their spans, whatever order spans came in.
+    """Recompute what depends on a whole trace, from its spans, whatever order they came in:
+    which span bills each model call and which agent each span belongs to (written back to the
+    spans that changed), and the trace row with its totals.
 
     Must run in the transaction that wrote the spans. On PostgreSQL an advisory lock per trace,
     taken after the span writes, makes concurrent workers recompute one after the other, so the
@@ -351,63 +374,49 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
                 "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
                 [keys],
             )
-    spans_attribute(project_id=project_id, trace_ids=trace_ids)
-    spans = Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
-    billed = Q(billed=True)
-    totals = spans.values("trace_id").annotate(
-        n=Count("id"),
-        errors=Count("id", filter=Q(status_code=2)),
-        start=Min("start_time_unix_nano"),
-        end=Max("end_time_unix_nano"),
-        input_tokens_sum=Sum("input_tokens", filter=billed, default=0),
-        output_tokens_sum=Sum("output_tokens", filter=billed, default=0),
-        cached_input_tokens_sum=Sum("cached_input_tokens", filter=billed, default=0),
-        cache_write_tokens_sum=Sum("cache_write_tokens", filter=billed, default=0),
-        reasoning_tokens_sum=Sum("reasoning_tokens", filter=billed, default=0),
-        total_tokens_sum=Sum("total_tokens", filter=billed, default=0),
-        cost_sum=Sum("cost", filter=billed),
-        unpriced=Count("id", filter=billed & Q(cost__isnull=True)),
-        any_service=Max("service_name"),
-        session=Max("session_id"),
-    )
-    roots: dict[str, tuple[str, str, str]] = {}
-    # Earliest parentless span is the root; ties broken by span id so every worker agrees.
-    for trace_id, span_id, name, service in (
-        spans.filter(parent_span_id="")
-        .order_by("trace_id", "start_time_unix_nano", "span_id")
-        .values_list("trace_id", "span_id", "name", "service_name")
-    ):
-        roots.setdefault(trace_id, (span_id, name, service))
+    by_trace: dict[str, list[dict]] = {}
+    for span in Span.objects.filter(project_id=project_id, trace_id__in=trace_ids).values(*ROLLUP_SPAN_FIELDS):
+        by_trace.setdefault(span["trace_id"], []).append(span)
+    changed: list[Span] = []
+    traces: list[Trace] = []
     now = timezone.now()
-    rows = []
-    for t in totals:
-        root_id, root_name, root_service = roots.get(t["trace_id"], ("", "", ""))
-        rows.append(
+    for trace_id, spans in by_trace.items():
+        forest = tree.build(spans)
+        for node in forest.nodes.values():
+            span = node.span
+            if node.billed != span["billed"] or node.agent != span["agent_name"]:
+                changed.append(Span(id=span["id"], billed=node.billed, agent_name=node.agent))
+        totals = tree.totals(forest)
+        # The earliest parentless span is the root; ties broken by span id so every worker agrees.
+        root = min(
+            (s for s in spans if not s["parent_span_id"]),
+            key=lambda s: (s["start_time_unix_nano"], s["span_id"]),
+            default=None,
+        )
+        errors = sum(1 for s in spans if s["status_code"] == 2)
+        traces.append(
             Trace(
                 project_id=project_id,
-                trace_id=t["trace_id"],
-                root_span_id=root_id,
-                root_span_name=root_name,
-                service_name=root_service or t["any_service"] or "",
-                session_id=t["session"] or "",
-                start_time_unix_nano=t["start"],
-                end_time_unix_nano=t["end"],
-                status="error" if t["errors"] else "ok",
-                span_count=t["n"],
-                error_count=t["errors"],
-                input_tokens=t["input_tokens_sum"],
-                output_tokens=t["output_tokens_sum"],
-                cached_input_tokens=t["cached_input_tokens_sum"],
-                cache_write_tokens=t["cache_write_tokens_sum"],
-                reasoning_tokens=t["reasoning_tokens_sum"],
-                total_tokens=t["total_tokens_sum"],
-                cost=t["cost_sum"],
-                unpriced_count=t["unpriced"],
+                trace_id=trace_id,
+                root_span_id=root["span_id"] if root else "",
+                root_span_name=root["name"] if root else "",
+                service_name=(root and root["service_name"]) or max(s["service_name"] for s in spans),
+                session_id=max(s["session_id"] for s in spans),
+                start_time_unix_nano=min(s["start_time_unix_nano"] for s in spans),
+                end_time_unix_nano=max(s["end_time_unix_nano"] for s in spans),
+                status="error" if errors else "ok",
+                span_count=len(spans),
+                error_count=errors,
+                **{name: totals[name] for name in tree.TOKEN_FIELDS},
+                cost=totals["cost"],
+                unpriced_count=totals["unpriced_count"],
                 updated_at=now,
             )
         )
+    if changed:
+        Span.objects.bulk_update(changed, ["billed", "agent_name"], batch_size=500)
     Trace.objects.bulk_create(
-        rows,
+        traces,
         update_conflicts=True,
         unique_fields=["project", "trace_id"],
         update_fields=TRACE_ROLLUP_FIELDS,

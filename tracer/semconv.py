@@ -155,24 +155,32 @@ class Normalized:
         return self.input_tokens is not None or self.output_tokens is not None
 
 
+_TOKEN_KEY_SET = frozenset(key for keys in TOKEN_KEYS.values() for key in keys)
+_COST_KEY_SET = frozenset(REPORTED_COST_KEYS)
+_ENDPOINT_KEY_SET = frozenset(ENDPOINT_KEYS)
+
+
 def normalize(*, name: str, attributes: dict[str, Any]) -> Normalized:
     out = Normalized()
-    tokens = {field: _first_int(attributes, keys) for field, keys in TOKEN_KEYS.items()}
-    out.input_tokens = tokens["input_tokens"]
-    out.output_tokens = tokens["output_tokens"]
-    out.cached_input_tokens = tokens["cached_input_tokens"]
-    out.cache_write_tokens = tokens["cache_write_tokens"]
-    out.reasoning_tokens = tokens["reasoning_tokens"]
-    out.total_tokens = tokens["total_tokens"]
-    if out.total_tokens is None and out.has_usage:
-        out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
+    # Most spans (tools, agents, plain code) carry no usage: a set intersection, done in C,
+    # skips the token lookups for them. This runs once per span on the ingest path.
+    if not _TOKEN_KEY_SET.isdisjoint(attributes):
+        out.input_tokens = _first_int(attributes, TOKEN_KEYS["input_tokens"])
+        out.output_tokens = _first_int(attributes, TOKEN_KEYS["output_tokens"])
+        out.cached_input_tokens = _first_int(attributes, TOKEN_KEYS["cached_input_tokens"])
+        out.cache_write_tokens = _first_int(attributes, TOKEN_KEYS["cache_write_tokens"])
+        out.reasoning_tokens = _first_int(attributes, TOKEN_KEYS["reasoning_tokens"])
+        out.total_tokens = _first_int(attributes, TOKEN_KEYS["total_tokens"])
+        if out.total_tokens is None and out.has_usage:
+            out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
+    if not _COST_KEY_SET.isdisjoint(attributes):
+        out.reported_cost = _first_decimal(attributes, REPORTED_COST_KEYS)
 
     out.kind = _kind(attributes, has_usage=out.has_usage)
     out.model = _model(attributes)
     out.provider = _provider(attributes)
     out.session_id = _first_str(attributes, SESSION_KEYS)[:200]
     out.agent_name = _agent_name(name, attributes, is_agent=out.kind == Kind.AGENT)[:200]
-    out.reported_cost = _first_decimal(attributes, REPORTED_COST_KEYS)
     return out
 
 
@@ -199,7 +207,7 @@ def _model(attributes: dict[str, Any]) -> str:
 def _provider(attributes: dict[str, Any]) -> str:
     declared = _first_str(attributes, PROVIDER_KEYS).lower()
     host_provider = ""
-    for key in ENDPOINT_KEYS:
+    for key in ENDPOINT_KEYS if not _ENDPOINT_KEY_SET.isdisjoint(attributes) else ():
         value = attributes.get(key)
         if isinstance(value, str) and value:
             host = (urlsplit(value).hostname if "//" in value else value.split(":")[0]) or ""

@@ -193,21 +193,27 @@ def nested(forest: Forest) -> list[dict[str, Any]]:
     return [out[root.span_id] for root in forest.roots]
 
 
+def totals(forest: Forest) -> dict[str, Any]:
+    """Token and cost totals of the billed spans of a trace."""
+    total = _empty_totals()
+    for node in forest.nodes.values():
+        _add(total, node.span, billed=node.billed)
+    return total
+
+
 def breakdowns(forest: Forest) -> dict[str, Any]:
     """Totals by agent, by model and by kind, plus the agents' delegation hierarchy."""
     by_agent: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
     by_model: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
     by_kind: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
-    total = _empty_totals()
     for node in forest.walk():
         span = node.span
-        _add(total, span, billed=node.billed)
         _add(by_agent[node.agent], span, billed=node.billed)
         _add(by_kind[span.get("kind") or "other"], span, billed=node.billed)
         if span.get("model"):
             _add(by_model[span["model"]], span, billed=node.billed)
     return {
-        "totals": total,
+        "totals": totals(forest),
         "by_agent": dict(by_agent),
         "by_model": dict(by_model),
         "by_kind": dict(by_kind),
