@@ -58,32 +58,54 @@ def make_trace(spans: int, *, seed: int = 7) -> tuple[bytes, list[Span]]:
         t += 1000
         out.append(
             Span(
-                trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name,
-                start_time_unix_nano=t, end_time_unix_nano=t + 5_000_000, attributes=attrs,
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_span_id=parent,
+                name=name,
+                start_time_unix_nano=t,
+                end_time_unix_nano=t + 5_000_000,
+                attributes=attrs,
             )
         )
         return span_id
 
     root = add("invoke_workflow big_run", b"", [_attr("gen_ai.operation.name", "invoke_workflow")])
-    agents = [add("invoke_agent orchestrator", root, [_attr("gen_ai.operation.name", "invoke_agent"),
-                                                      _attr("gen_ai.agent.name", "orchestrator")])]
+    agents = [
+        add(
+            "invoke_agent orchestrator",
+            root,
+            [_attr("gen_ai.operation.name", "invoke_agent"), _attr("gen_ai.agent.name", "orchestrator")],
+        )
+    ]
     while len(out) < spans:
         parent = rng.choice(agents)
         roll = rng.random()
         if roll < 0.05:
             name = f"agent_{len(agents)}"
-            agents.append(add(f"invoke_agent {name}", parent, [_attr("gen_ai.operation.name", "invoke_agent"),
-                                                               _attr("gen_ai.agent.name", name)]))
+            agents.append(
+                add(
+                    f"invoke_agent {name}",
+                    parent,
+                    [_attr("gen_ai.operation.name", "invoke_agent"), _attr("gen_ai.agent.name", name)],
+                )
+            )
         elif roll < 0.6:
-            add("chat nvidia/nemotron-3-nano-30b-a3b", parent, [
-                _attr("gen_ai.operation.name", "chat"),
-                _attr("gen_ai.request.model", "nvidia/nemotron-3-nano-30b-a3b"),
-                _attr("gen_ai.usage.input_tokens", rng.randint(100, 5000)),
-                _attr("gen_ai.usage.output_tokens", rng.randint(10, 800)),
-            ])
+            add(
+                "chat nvidia/nemotron-3-nano-30b-a3b",
+                parent,
+                [
+                    _attr("gen_ai.operation.name", "chat"),
+                    _attr("gen_ai.request.model", "nvidia/nemotron-3-nano-30b-a3b"),
+                    _attr("gen_ai.usage.input_tokens", rng.randint(100, 5000)),
+                    _attr("gen_ai.usage.output_tokens", rng.randint(10, 800)),
+                ],
+            )
         else:
-            add("execute_tool search", parent, [_attr("gen_ai.operation.name", "execute_tool"),
-                                                _attr("gen_ai.tool.name", "search")])
+            add(
+                "execute_tool search",
+                parent,
+                [_attr("gen_ai.operation.name", "execute_tool"), _attr("gen_ai.tool.name", "search")],
+            )
     return trace_id, out
 
 
@@ -106,10 +128,18 @@ def main() -> None:
         ingest.batch_process(batch_id=batch.pk)
     print(f"ingested {len(spans)} spans of one trace in {time.perf_counter() - t0:.2f}s")
 
-    rows = list(SpanRow.objects.filter(project=project).values(
-        "span_id", "parent_span_id", "start_time_unix_nano", "kind", "agent_name", "model",
-        *tree.TOKEN_FIELDS, "cost",
-    ))
+    rows = list(
+        SpanRow.objects.filter(project=project).values(
+            "span_id",
+            "parent_span_id",
+            "start_time_unix_nano",
+            "kind",
+            "agent_name",
+            "model",
+            *tree.TOKEN_FIELDS,
+            "cost",
+        )
+    )
     builds = []
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -128,10 +158,13 @@ def main() -> None:
         assert response.status_code == 200, response.content[:300]
         size = len(response.content)
 
-    print(f"machine: {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, db {connection.vendor}")
+    print(f"machine: {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(f"database: {connection.vendor}")
     print(f"tree build + nested + breakdowns, {len(rows)} spans: median {statistics.median(builds) * 1000:.0f} ms")
-    print(f"GET /api/v1/traces/<id> ({size / 1e6:.1f} MB JSON): median {statistics.median(serves) * 1000:.0f} ms "
-          f"(min {min(serves) * 1000:.0f}, max {max(serves) * 1000:.0f})")
+    print(
+        f"GET /api/v1/traces/<id> ({size / 1e6:.1f} MB JSON): median {statistics.median(serves) * 1000:.0f} ms "
+        f"(min {min(serves) * 1000:.0f}, max {max(serves) * 1000:.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -137,6 +137,8 @@ def _filtered_traces(project: Project, params: Any) -> Any:
     if params.get("min_cost"):
         try:
             minimum = Decimal(params["min_cost"])
+            if not minimum.is_finite():
+                raise InvalidOperation
         except InvalidOperation:
             raise BadParameter(f"min_cost={params['min_cost']!r} is not a number") from None
         traces = traces.filter(cost__gte=minimum)

@@ -108,7 +108,8 @@ class PriceBook:
     def cost(self, *, provider: str, model: str, start_time_unix_nano: int, usage: Usage) -> Decimal | None:
         if usage.input_tokens is None and usage.output_tokens is None:
             return None
-        day = datetime.fromtimestamp(start_time_unix_nano / 1e9, tz=UTC).date()
+        # Integer seconds: a float would round the last instant of a day up into the next one.
+        day = datetime.fromtimestamp(start_time_unix_nano // 1_000_000_000, tz=UTC).date()
         price = self.find(provider=provider, model=model, day=day)
         return None if price is None else usage_cost(usage, price)
 
@@ -122,7 +123,9 @@ def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -
     try:
         catalog = json.loads(path.read_text())
         entries = catalog["prices"]
-    except (OSError, ValueError, KeyError) as exc:
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError('"prices" is not a list of objects')
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"cannot read the price catalog {path}: {exc}") from None
     created = updated = 0
     with transaction.atomic():  # a bad entry leaves the table as it was
@@ -138,8 +141,8 @@ def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -
 
 def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
     values = {
-        "input": Decimal(entry["input"]),
-        "output": Decimal(entry["output"]),
+        "input": _required(entry["input"]),
+        "output": _required(entry["output"]),
         "cached_input": _decimal(entry.get("cached_input")),
         "cache_write": _decimal(entry.get("cache_write")),
         "reasoning": _decimal(entry.get("reasoning")),
@@ -157,8 +160,20 @@ def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
     return created
 
 
+def _required(value: str | None) -> Decimal:
+    number = _decimal(value)
+    if number is None:
+        raise ValueError("price (a required price is empty)")
+    return number
+
+
 def _decimal(value: str | None) -> Decimal | None:
-    return None if value in (None, "") else Decimal(value)
+    if value is None or value == "":
+        return None
+    number = Decimal(value)
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"price {value!r} (not a finite, non-negative number)")
+    return number
 
 
 def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None = None) -> tuple[int, int]:

@@ -167,17 +167,30 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
         into["cost"] = (into["cost"] or Decimal(0)) + other["cost"]
 
 
+# JSON encoders recurse: deeper than this, a subtree is served as a top-level entry that names
+# the span it continues from, so a pathological chain cannot crash the response.
+MAX_NESTING = 100
+
+
 def nested(forest: Forest) -> list[dict[str, Any]]:
-    """The tree as nested dicts, each with its own and its subtree's totals."""
+    """The tree as nested dicts, each with its own and its subtree's totals. Every span appears
+    once; subtrees below MAX_NESTING levels are listed after the roots with `continued_from`."""
     out: dict[str, dict[str, Any]] = {}
+    continued: list[dict[str, Any]] = []
     for node in reversed(list(forest.walk())):
         own = _empty_totals()
         _add(own, node.span, billed=node.billed)
         subtree = _empty_totals()
         _merge(subtree, own)
-        kids = [out.pop(child.span_id) for child in node.children]
-        for kid in kids:
-            _merge(subtree, kid["subtree"])
+        kids = []
+        for child in node.children:
+            entry = out.pop(child.span_id)
+            _merge(subtree, entry["subtree"])
+            if child.depth % MAX_NESTING == 0:
+                entry["continued_from"] = node.span_id
+                continued.append(entry)
+            else:
+                kids.append(entry)
         out[node.span_id] = {
             "span_id": node.span_id,
             "name": node.span.get("name", ""),
@@ -190,7 +203,7 @@ def nested(forest: Forest) -> list[dict[str, Any]]:
             "subtree": subtree,
             "children": kids,
         }
-    return [out[root.span_id] for root in forest.roots]
+    return [out[root.span_id] for root in forest.roots] + continued[::-1]
 
 
 def totals(forest: Forest) -> dict[str, Any]:
