@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -95,6 +96,40 @@ def _start_stack(port: int, web_workers: int, concurrency: int) -> list[subproce
     return [web, worker]
 
 
+def _processes() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, CPU seconds used so far), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = rest.split()
+        found[int(pid)] = (head.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _cpu_seconds(roots: list[int]) -> dict[str, float]:
+    """CPU seconds of PostgreSQL, and of each root process with its descendants."""
+    table = _processes()
+    out = {"postgres": sum(cpu for name, _, cpu in table.values() if name.startswith("postgres"))}
+    for root in roots:
+        total, stack = 0.0, [root]
+        while stack:
+            pid = stack.pop()
+            total += table.get(pid, ("", 0, 0.0))[2]
+            stack.extend(child for child, (_, parent, _) in table.items() if parent == pid)
+        out[str(root)] = total
+    return out
+
+
+def _self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="receiver base URL (default: the one --start runs)")
@@ -146,6 +181,7 @@ def main() -> None:
                 if exporter.export(chunks[index]) is not SpanExportResult.SUCCESS:
                     failures.append(f"export {index} failed")
 
+        cpu_before = (_self_cpu_seconds(), _cpu_seconds([p.pid for p in procs]))
         start = time.perf_counter()
         threads = [threading.Thread(target=send) for _ in range(args.senders)]
         for t in threads:
@@ -165,6 +201,9 @@ def main() -> None:
         else:
             sys.exit(f"not every span was stored within {args.timeout}s")
         total = time.perf_counter() - start
+        client_cpu = _self_cpu_seconds() - cpu_before[0]
+        cpu_after = _cpu_seconds([p.pid for p in procs])
+        cpu = {key: cpu_after[key] - cpu_before[1].get(key, 0.0) for key in cpu_after}
     finally:
         for proc in procs:
             proc.terminate()
@@ -178,6 +217,14 @@ def main() -> None:
     )
     print(f"received: {len(spans)} spans in {sent:.2f}s = {len(spans) / sent:,.0f} spans/s (all answered 200)")
     print(f"end-to-end: {len(spans)} spans stored in {total:.2f}s = {len(spans) / total:,.0f} spans/s")
+    per_span = 1e6 / len(spans)
+    parts = [
+        f"client (SDK encode + send + polling) {client_cpu * per_span:.0f} us",
+        f"postgres {cpu['postgres'] * per_span:.0f} us",
+    ]
+    for name, proc in zip(("web", "worker"), procs, strict=False):
+        parts.append(f"{name} {cpu[str(proc.pid)] * per_span:.0f} us")
+    print("cpu per span: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

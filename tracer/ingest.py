@@ -55,8 +55,7 @@ NORMALIZED_COLUMNS = (
     "provider",
     "session_id",
     *tree.TOKEN_FIELDS,
-    # Set from the batch's own spans first (_attribute_within_batch), then settled against the
-    # whole stored trace by traces_rollup.
+    # Both need the whole trace: traces_rollup sets them before the span is written.
     "billed",
     "cost",
     "reported_cost",
@@ -166,7 +165,6 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
         done.update(body=b"", body_purged_at=done["processed_at"])
     prices = PriceBook(project_id=batch.project_id)
     rows = [_span_row(record, prices) for record in records.values()]
-    _attribute_within_batch(rows)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Safe to relax here: the acknowledged data is the raw batch, committed durably by the
@@ -174,8 +172,7 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
             # "processing" and the sweeper runs it again.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        spans_write(project_id=batch.project_id, rows=rows)
-        traces_rollup(project_id=batch.project_id, trace_ids=trace_ids)
+        traces_rollup(project_id=batch.project_id, trace_ids=trace_ids, new_rows=rows)
         IngestBatch.objects.filter(pk=batch_id).update(**done)
     return ProcessResult(batch_id=batch_id, spans=len(records), traces=len(trace_ids), rejected=len(rejected))
 
@@ -235,34 +232,6 @@ def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> list:
         cost,
         n.reported_cost,
     ]
-
-
-_TREE_COLUMNS = (
-    "span_id",
-    "parent_span_id",
-    "start_time_unix_nano",
-    "kind",
-    "agent_name",
-    "input_tokens",
-    "output_tokens",
-)
-_TREE_INDEXES = [SPAN_COLUMNS.index(c) for c in _TREE_COLUMNS]
-_BILLED = SPAN_COLUMNS.index("billed")
-_AGENT = SPAN_COLUMNS.index("agent_name")
-
-
-def _attribute_within_batch(rows: list[list]) -> None:
-    """Billing and agent attribution from the spans of this batch alone. Usually a trace arrives
-    whole, so traces_rollup then finds nothing to correct and writes no span twice."""
-    by_trace: dict[str, list[dict]] = {}
-    for row in rows:
-        span = dict(zip(_TREE_COLUMNS, (row[i] for i in _TREE_INDEXES), strict=True))
-        span["row"] = row
-        by_trace.setdefault(row[0], []).append(span)
-    for spans in by_trace.values():
-        for node in tree.build(spans).nodes.values():
-            node.span["row"][_BILLED] = node.billed
-            node.span["row"][_AGENT] = node.agent
 
 
 _RESOURCE = SPAN_COLUMNS.index("resource_attributes")
@@ -356,14 +325,22 @@ ROLLUP_SPAN_FIELDS = (
 )
 
 
-def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
-    """Recompute what depends on a whole trace, from its spans, whatever order they came in:
-    which span bills each model call and which agent each span belongs to (written back to the
-    spans that changed), and the trace row with its totals.
+_NEW_ROW_FIELDS = [f for f in ROLLUP_SPAN_FIELDS if f in SPAN_COLUMNS]
+_NEW_ROW_INDEXES = [SPAN_COLUMNS.index(f) for f in _NEW_ROW_FIELDS]
+_BILLED = SPAN_COLUMNS.index("billed")
+_AGENT = SPAN_COLUMNS.index("agent_name")
 
-    Must run in the transaction that wrote the spans. On PostgreSQL an advisory lock per trace,
-    taken after the span writes, makes concurrent workers recompute one after the other, so the
-    last one always sees every committed span (no lost rollup between two batches of one trace).
+
+def traces_rollup(*, project_id: int, trace_ids: list[str], new_rows: list[list] | None = None) -> None:
+    """Write a batch's spans and recompute what depends on their whole traces, whatever order the
+    spans came in: which span bills each model call, which agent each span belongs to, and the
+    trace rows with their totals. With no new rows (reprice), only the recomputation runs.
+
+    Must run in a transaction. On PostgreSQL an advisory lock per trace, taken before reading
+    the stored spans, makes concurrent workers touching one trace run one after the other, so
+    each sees every span the others committed (no lost rollup between two batches of a trace).
+    The stored spans are read without the batch's own (usually all of them: a trace tends to
+    arrive whole), so the common case reads nothing back and writes each span once.
     """
     if not trace_ids:
         return
@@ -374,9 +351,17 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
                 "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
                 [keys],
             )
+    new_rows = new_rows or []
+    incoming = {(row[0], row[1]) for row in new_rows}
     by_trace: dict[str, list[dict]] = {}
     for span in Span.objects.filter(project_id=project_id, trace_id__in=trace_ids).values(*ROLLUP_SPAN_FIELDS):
-        by_trace.setdefault(span["trace_id"], []).append(span)
+        if (span["trace_id"], span["span_id"]) not in incoming:
+            by_trace.setdefault(span["trace_id"], []).append(span)
+    for row in new_rows:
+        span = dict(zip(_NEW_ROW_FIELDS, (row[i] for i in _NEW_ROW_INDEXES), strict=True))
+        span["row"] = row
+        by_trace.setdefault(row[0], []).append(span)
+
     changed: list[Span] = []
     traces: list[Trace] = []
     now = timezone.now()
@@ -384,42 +369,46 @@ def traces_rollup(*, project_id: int, trace_ids: list[str]) -> None:
         forest = tree.build(spans)
         for node in forest.nodes.values():
             span = node.span
-            if node.billed != span["billed"] or node.agent != span["agent_name"]:
+            if "row" in span:
+                span["row"][_BILLED], span["row"][_AGENT] = node.billed, node.agent
+            elif node.billed != span["billed"] or node.agent != span["agent_name"]:
                 changed.append(Span(id=span["id"], billed=node.billed, agent_name=node.agent))
-        totals = tree.totals(forest)
-        # The earliest parentless span is the root; ties broken by span id so every worker agrees.
-        root = min(
-            (s for s in spans if not s["parent_span_id"]),
-            key=lambda s: (s["start_time_unix_nano"], s["span_id"]),
-            default=None,
-        )
-        errors = sum(1 for s in spans if s["status_code"] == 2)
-        traces.append(
-            Trace(
-                project_id=project_id,
-                trace_id=trace_id,
-                root_span_id=root["span_id"] if root else "",
-                root_span_name=root["name"] if root else "",
-                service_name=(root and root["service_name"]) or max(s["service_name"] for s in spans),
-                session_id=max(s["session_id"] for s in spans),
-                start_time_unix_nano=min(s["start_time_unix_nano"] for s in spans),
-                end_time_unix_nano=max(s["end_time_unix_nano"] for s in spans),
-                status="error" if errors else "ok",
-                span_count=len(spans),
-                error_count=errors,
-                **{name: totals[name] for name in tree.TOKEN_FIELDS},
-                cost=totals["cost"],
-                unpriced_count=totals["unpriced_count"],
-                updated_at=now,
-            )
-        )
+        traces.append(_trace_row(project_id, trace_id, spans, tree.totals(forest), now))
     if changed:
         Span.objects.bulk_update(changed, ["billed", "agent_name"], batch_size=500)
+    spans_write(project_id=project_id, rows=new_rows)
     Trace.objects.bulk_create(
         traces,
         update_conflicts=True,
         unique_fields=["project", "trace_id"],
         update_fields=TRACE_ROLLUP_FIELDS,
+    )
+
+
+def _trace_row(project_id: int, trace_id: str, spans: list[dict], totals: dict, now: datetime) -> Trace:
+    # The earliest parentless span is the root; ties broken by span id so every worker agrees.
+    root = min(
+        (s for s in spans if not s["parent_span_id"]),
+        key=lambda s: (s["start_time_unix_nano"], s["span_id"]),
+        default=None,
+    )
+    errors = sum(1 for s in spans if s["status_code"] == 2)
+    return Trace(
+        project_id=project_id,
+        trace_id=trace_id,
+        root_span_id=root["span_id"] if root else "",
+        root_span_name=root["name"] if root else "",
+        service_name=(root and root["service_name"]) or max(s["service_name"] for s in spans),
+        session_id=max(s["session_id"] for s in spans),
+        start_time_unix_nano=min(s["start_time_unix_nano"] for s in spans),
+        end_time_unix_nano=max(s["end_time_unix_nano"] for s in spans),
+        status="error" if errors else "ok",
+        span_count=len(spans),
+        error_count=errors,
+        **{name: totals[name] for name in tree.TOKEN_FIELDS},
+        cost=totals["cost"],
+        unpriced_count=totals["unpriced_count"],
+        updated_at=now,
     )
 
 
