@@ -272,6 +272,23 @@ def test_it_filters_by_min_cost(client, project_a, key_a) -> None:
     assert get(client, LIST, key_a, min_cost="lots").status_code == 400
 
 
+def test_the_list_totals_every_matching_trace_not_just_the_page(client, project_a, key_a) -> None:
+    price(input="2", output="10")
+    ingest_spans(project_a, otlp_span(sid(1), trace=tid(1), start=DAY, attrs=chat(input=500_000, output=1000)))
+    ingest_spans(project_a, otlp_span(sid(1), trace=tid(2), start=DAY + 1, attrs=chat(input=1_500_000, output=0)))
+    ingest_spans(project_a, otlp_span(sid(1), trace=tid(3), start=DAY + 2, attrs=chat(model="unpriced-x", input=9)))
+
+    totals = get(client, LIST, key_a, limit=1).json()["totals"]
+
+    assert totals["trace_count"] == 3
+    assert (totals["input_tokens"], totals["output_tokens"]) == (2_000_009, 1000)
+    # 0.5M x $2 + 1000 x $10/1M + 1.5M x $2; the unpriced call adds nothing and is counted.
+    assert Decimal(totals["cost"]) == Decimal("4.01")
+    assert totals["unpriced_count"] == 1
+    filtered = get(client, LIST, key_a, min_cost="2").json()["totals"]
+    assert (filtered["trace_count"], Decimal(filtered["cost"])) == (1, Decimal("3"))
+
+
 def test_it_filters_by_agent(client, project_a, key_a) -> None:
     agent_attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "researcher"}
     simple_trace(project_a, 1, attrs=agent_attrs)
@@ -334,11 +351,11 @@ def test_the_list_takes_a_fixed_number_of_queries(client, project_a, key_a, djan
     many_traces(project_a, count, spans_each=3)
     settle_last_used(key_a)
 
-    # The key, the page of traces.
-    with django_assert_num_queries(2):
+    # The key, the totals of the matching traces, the page of traces.
+    with django_assert_num_queries(3):
         response = get(client, LIST, key_a, agent="x", model=MODEL)
     assert response.status_code == 200
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         assert len(trace_ids(get(client, LIST, key_a, limit=50))) == count
 
 
@@ -349,8 +366,8 @@ def test_the_list_for_a_member_takes_a_fixed_number_of_queries(
     many_traces(project_a, count, spans_each=2)
     client.force_login(bob)
 
-    # The session, the user, the membership, the page of traces.
-    with django_assert_num_queries(4):
+    # The session, the user, the membership, the totals, the page of traces.
+    with django_assert_num_queries(5):
         assert len(trace_ids(get(client, LIST, project=project_a.slug))) == count
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
@@ -166,12 +166,23 @@ def traces_list(request: HttpRequest) -> JsonResponse:
     except ValueError:
         return _error(400, f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
     try:
-        traces = _filtered_traces(project, request.GET)
+        matching = _filtered_traces(project, request.GET)
+        traces = matching
         if request.GET.get("cursor"):
             start, pk = _cursor(request.GET["cursor"])
             traces = traces.filter(Q(start_time_unix_nano__lt=start) | Q(start_time_unix_nano=start, pk__lt=pk))
     except BadParameter as exc:
         return _error(400, str(exc))
+    # Project totals over everything the filters match (not just this page): sums of the trace
+    # rollups, which are themselves sums of billed spans only.
+    totals = matching.aggregate(
+        trace_count=Count("pk"),
+        span_count=Sum("span_count", default=0),
+        error_count=Sum("error_count", default=0),
+        **{name: Sum(name, default=0) for name in tree.TOKEN_FIELDS},
+        cost=Sum("cost"),
+        unpriced_count=Sum("unpriced_count", default=0),
+    )
     page = list(traces.order_by("-start_time_unix_nano", "-pk")[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
@@ -179,7 +190,7 @@ def traces_list(request: HttpRequest) -> JsonResponse:
     if more:
         last = page[-1]
         next_cursor = base64.urlsafe_b64encode(f"{last.start_time_unix_nano}:{last.pk}".encode()).decode()
-    return _json({"data": [_trace_json(t) for t in page], "next_cursor": next_cursor})
+    return _json({"data": [_trace_json(t) for t in page], "next_cursor": next_cursor, "totals": totals})
 
 
 @require_GET
