@@ -4,6 +4,7 @@ project B belongs to someone else."""
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,43 @@ def corpus_protobuf(stem: str) -> bytes:
             data = corpus_bytes(body)
             return gzip.decompress(data) if encoding == "gzip" else data
     raise KeyError(stem)
+
+
+def gzip_bomb(size: int, *, chunk: int = 1024 * 1024) -> bytes:
+    """`size` zero bytes, gzipped chunk by chunk so the test never holds the inflated body."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(chunk)
+    parts = [deflater.compress(zeros) for _ in range(size // chunk)]
+    parts.append(deflater.flush())
+    return b"".join(parts)
+
+
+def decode_status(body: bytes) -> tuple[int, str]:
+    """Decode a google.rpc.Status by hand: field 1 varint `code`, field 2 string `message`."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            byte = body[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+
+    code, message, pos = 0, "", 0
+    while pos < len(body):
+        tag, pos = varint(pos)
+        field, wire_type = tag >> 3, tag & 7
+        if (field, wire_type) == (1, 0):
+            code, pos = varint(pos)
+        elif (field, wire_type) == (2, 2):
+            length, pos = varint(pos)
+            message = body[pos : pos + length].decode()
+            pos += length
+        else:
+            raise AssertionError(f"unexpected field {field} wire type {wire_type} in a google.rpc.Status")
+    return code, message
 
 
 @pytest.fixture

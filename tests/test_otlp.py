@@ -6,7 +6,6 @@ import base64
 import gzip
 import json
 import tracemalloc
-import zlib
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -16,22 +15,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
+from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
 from tracer import otlp
 
 STEMS = [stem for stem, _, _ in CORPUS_CAPTURES]
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"
 PARENT_ID = "00f067aa0ba902b7"
-
-
-def gzip_bomb(size: int, *, chunk: int = 1024 * 1024) -> bytes:
-    """`size` zero bytes, gzipped chunk by chunk so the test never holds the inflated body."""
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zeros = bytes(chunk)
-    parts = [deflater.compress(zeros) for _ in range(size // chunk)]
-    parts.append(deflater.flush())
-    return b"".join(parts)
 
 
 def json_request(**span_fields: object) -> dict:
@@ -54,34 +44,6 @@ def parse_json(document: object) -> ExportTraceServiceRequest:
 
 def one_span_request(span: Span) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])])
-
-
-def decode_status(body: bytes) -> tuple[int, str]:
-    """Decode a google.rpc.Status by hand: field 1 varint `code`, field 2 string `message`."""
-
-    def varint(pos: int) -> tuple[int, int]:
-        value, shift = 0, 0
-        while True:
-            byte = body[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, pos
-
-    code, message, pos = 0, "", 0
-    while pos < len(body):
-        tag, pos = varint(pos)
-        field, wire_type = tag >> 3, tag & 7
-        if (field, wire_type) == (1, 0):
-            code, pos = varint(pos)
-        elif (field, wire_type) == (2, 2):
-            length, pos = varint(pos)
-            message = body[pos : pos + length].decode()
-            pos += length
-        else:
-            raise AssertionError(f"unexpected field {field} wire type {wire_type} in a google.rpc.Status")
-    return code, message
 
 
 # --- Decoding the corpus ----------------------------------------------------------------------

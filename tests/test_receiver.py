@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import requests
 from django.test import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
+from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
 from tracer import otlp
 from tracer.models import ApiKey, IngestBatch, Project
 from tracer.projects import apikey_revoke
@@ -46,42 +45,6 @@ def post(
     if encoding:
         headers["Content-Encoding"] = encoding
     return client.post(URL, data=body, content_type=content_type, headers=headers)
-
-
-def decode_status(body: bytes) -> tuple[int, str]:
-    """Decode a google.rpc.Status by hand: field 1 varint `code`, field 2 string `message`."""
-
-    def varint(pos: int) -> tuple[int, int]:
-        value, shift = 0, 0
-        while True:
-            byte = body[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, pos
-
-    code, message, pos = 0, "", 0
-    while pos < len(body):
-        tag, pos = varint(pos)
-        if tag == 0x08:
-            code, pos = varint(pos)
-        elif tag == 0x12:
-            length, pos = varint(pos)
-            message = body[pos : pos + length].decode()
-            pos += length
-        else:
-            raise AssertionError(f"unexpected tag {tag} in a google.rpc.Status")
-    return code, message
-
-
-def gzip_bomb(size: int, *, chunk: int = 1024 * 1024) -> bytes:
-    """`size` zero bytes, gzipped chunk by chunk so the test never holds the inflated body."""
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zeros = bytes(chunk)
-    parts = [deflater.compress(zeros) for _ in range(size // chunk)]
-    parts.append(deflater.flush())
-    return b"".join(parts)
 
 
 def expected_span_count(stem: str) -> int:

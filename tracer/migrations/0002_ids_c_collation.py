@@ -11,22 +11,21 @@ COLUMNS = {
 }
 
 
-def forwards(apps, schema_editor) -> None:
+def _collate(schema_editor, collation: str) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     for table, columns in COLUMNS.items():
         for column in columns:
             size = 32 if column == "trace_id" else 16
-            schema_editor.execute(f'ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({size}) COLLATE "C"')
+            schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({size}) COLLATE {collation}")
+
+
+def forwards(apps, schema_editor) -> None:
+    _collate(schema_editor, '"C"')
 
 
 def backwards(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for table, columns in COLUMNS.items():
-        for column in columns:
-            size = 32 if column == "trace_id" else 16
-            schema_editor.execute(f'ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({size}) COLLATE "default"')
+    _collate(schema_editor, '"default"')
 
 
 class Migration(migrations.Migration):
