@@ -4,16 +4,24 @@ project B belongs to someone else."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
+import time
+import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
-from tracer.models import ApiKey, Membership, Project
+from tracer.models import ApiKey, IngestBatch, Membership, Project
 from tracer.projects import apikey_create, project_create
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "otlp-corpus"
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "otlp-corpus"
 # Trace captures: (stem, body file, Content-Encoding).
 CORPUS_CAPTURES = [
     ("otel-openai-v2-multiagent-content", "otel-openai-v2-multiagent-content.pb", ""),
@@ -114,3 +122,63 @@ def key_a(project_a) -> tuple[ApiKey, str]:
 @pytest.fixture
 def key_b(project_b) -> tuple[ApiKey, str]:
     return apikey_create(project=project_b)
+
+
+# --- A live server and a real Celery worker process (integration tests) ----------------------
+
+
+def _database_url() -> str:
+    """The URL of the test database this process uses, for the worker process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "DATABASE_URL": _database_url(), "OCTOTRACE_LOCAL_DEV": "1"}
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tracer",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--hostname",
+            f"e2e-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    if proc.returncode not in (0, -15):
+        print((tmp_path / "worker.log").read_text())
+
+
+def wait_until_processed(project: Project, *, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unfinished = IngestBatch.objects.filter(project=project).exclude(status=IngestBatch.Status.DONE)
+        if IngestBatch.objects.filter(project=project).exists() and not unfinished.exists():
+            return
+        time.sleep(0.25)
+    states = list(IngestBatch.objects.filter(project=project).values_list("pk", "status", "error"))
+    pytest.fail(f"batches not processed within {timeout}s: {states}")

@@ -4,84 +4,18 @@ process on the configured broker into the configured database (PostgreSQL and Re
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
-from django.db import connection
 from django.utils import timezone
 
-from tests.conftest import CORPUS, CORPUS_CAPTURES, corpus_bytes
+from tests.conftest import CORPUS, CORPUS_CAPTURES, corpus_bytes, wait_until_processed
 from tracer import ingest, otlp
-from tracer.models import IngestBatch, Project, Span, Trace
+from tracer.models import IngestBatch, Span, Trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _database_url() -> str:
-    """The URL of the test database this process uses, for the worker process."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "DATABASE_URL": _database_url(), "OCTOTRACE_LOCAL_DEV": "1"}
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tracer",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--hostname",
-            f"e2e-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    if proc.returncode not in (0, -15):
-        print((tmp_path / "worker.log").read_text())
-
-
-def _wait_until_processed(project: Project, *, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        unfinished = IngestBatch.objects.filter(project=project).exclude(status=IngestBatch.Status.DONE)
-        if IngestBatch.objects.filter(project=project).exists() and not unfinished.exists():
-            return
-        time.sleep(0.25)
-    states = list(IngestBatch.objects.filter(project=project).values_list("pk", "status", "error"))
-    pytest.fail(f"batches not processed within {timeout}s: {states}")
 
 
 def test_a_live_server_and_a_worker_ingest_every_corpus_capture(live_server, worker, project_a, key_a):
@@ -95,7 +29,7 @@ def test_a_live_server_and_a_worker_ingest_every_corpus_capture(live_server, wor
         )
         assert response.status_code == 200, response.content
 
-    _wait_until_processed(project_a)
+    wait_until_processed(project_a)
 
     expected_spans = 0
     for stem, _, _ in CORPUS_CAPTURES:
@@ -131,5 +65,5 @@ def test_a_batch_whose_message_was_lost_is_swept_to_the_worker(live_server, work
 
     assert ingest.batches_requeue_stuck() == 1
 
-    _wait_until_processed(project_a)
+    wait_until_processed(project_a)
     assert Span.objects.filter(project=project_a).count() == 14
