@@ -25,7 +25,9 @@ MODELS = {
 EMBEDDING_MODEL = "nvidia/llama-3.2-nv-embedqa-1b-v2"
 
 
-class _Collect(SpanExporter):
+class Collector(SpanExporter):
+    """Keeps exported spans in memory."""
+
     def __init__(self) -> None:
         self.spans: list[ReadableSpan] = []
 
@@ -39,7 +41,7 @@ class _Collect(SpanExporter):
 
 def make_spans(traces: int, *, seed: int = 0, service_name: str = "octotrace-synthetic") -> list[ReadableSpan]:
     """Record `traces` synthetic traces in memory and return their finished spans."""
-    collector = _Collect()
+    collector = Collector()
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(SimpleSpanProcessor(collector))
     tracer = provider.get_tracer("octotrace.synthetic", "1")

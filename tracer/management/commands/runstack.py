@@ -29,8 +29,8 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop)
         for name, command in commands.items():
             # Own process group: the terminal's Ctrl-C reaches us once and we stop them in order.
             procs[name] = subprocess.Popen(command, start_new_session=True, env=os.environ.copy())
