@@ -61,17 +61,9 @@ class Config:
 _config = Config()
 
 
-class _ConfigAccess:
-    """`config()` returns the effective Config; `config.capture_content` reads it directly too."""
-
-    def __call__(self) -> Config:
-        return _config
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_config, name)
-
-
-config = _ConfigAccess()
+def config() -> Config:
+    """The effective configuration (the defaults until `init`)."""
+    return _config
 
 
 def env_bool(name: str, default: bool = False) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
@@ -24,7 +23,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from octotrace import _budget
+from octotrace import _budget, _config
 from octotrace._fingerprint import content_text, estimate_tokens, field, fingerprint_messages, tool_calls_of
 
 log = logging.getLogger("octotrace")
@@ -108,15 +107,14 @@ def _version() -> str:
 def _capture_content() -> bool:
     """Whether prompts and completions go on spans: the effective config once `init()` ran,
     else OCTOTRACE_CAPTURE_CONTENT (off by default: text may be sensitive)."""
+    current = _config.config()
+    if current.initialized:
+        return current.capture_content
+    # Before init(), the environment speaks for a bare instrument_openai().
     try:
-        from octotrace._config import config
-    except Exception:  # noqa: BLE001 - not written yet, or broken: the environment decides
-        config = None
-    value = getattr(config, "capture_content", None)
-    # Before init() the config holds defaults: the environment speaks for a bare instrument_openai().
-    if isinstance(value, bool) and getattr(config, "initialized", True):
-        return value
-    return os.environ.get("OCTOTRACE_CAPTURE_CONTENT", "").strip().lower() in ("1", "true", "yes", "on")
+        return _config.env_bool("OCTOTRACE_CAPTURE_CONTENT")
+    except ValueError:
+        return False  # a typo in a variable must not break the model call
 
 
 # --- wrappers --------------------------------------------------------------------------------
