@@ -35,10 +35,12 @@ class BudgetExceeded(RuntimeError):
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
-        super().__init__(
-            f"budget of {budget.name!r} spent: ${budget.spent_usd} of ${budget.limit_usd} USD, "
-            f"{budget.spent_tokens} of {budget.limit_tokens} tokens"
-        )
+        parts = []
+        if budget.limit_usd is not None:
+            parts.append(f"${budget.spent_usd:.6f} of ${budget.limit_usd} spent")
+        if budget.limit_tokens is not None:
+            parts.append(f"{budget.spent_tokens} of {budget.limit_tokens} tokens used")
+        super().__init__(f"budget of {budget.name!r} exhausted: {', '.join(parts)}")
 
 
 @dataclass(eq=False)

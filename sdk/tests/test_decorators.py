@@ -558,7 +558,7 @@ def test_a_budget_in_warn_mode_logs_once_and_goes_on(exporter, caplog):
     chatty()
     warnings = [r for r in caplog.records if r.name == "octotrace" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "budget of 'chatty' spent" in warnings[0].getMessage()
+    assert "budget of 'chatty' exhausted" in warnings[0].getMessage()
     attrs = only_span(exporter).attributes
     assert attrs["octotrace.budget.spent_tokens"] == 36
     assert attrs["octotrace.budget.exceeded"] is True
