@@ -28,7 +28,7 @@ app.conf.update(
     task_default_queue=Queues.DEFAULT.value,
     task_default_routing_key=Queues.DEFAULT.value,
     # Queue per kind of work, by task name prefix.
-    task_routes={"ingest.*": {"queue": Queues.INGEST.value}},
+    task_routes={"ingest.*": {"queue": Queues.INGEST.value}, "reports.*": {"queue": Queues.REPORTS.value}},
     # A task is acknowledged after it ran, so a worker killed mid-task does not lose it ...
     task_acks_late=True,
     # ... and a task whose worker process died is put back instead of being marked failed.
@@ -53,6 +53,13 @@ app.conf.update(
             "task": "ingest.purge_raw_bodies",
             "schedule": 3600.0,
             "options": {"queue": Queues.INGEST.value},
+        },
+        # Compares each project's spend with its daily and monthly budgets; alerts at 50/90/100%
+        # (once per period per threshold, see dashboard/reports/budgets.py).
+        "reports-budgets-check": {
+            "task": "reports.budgets_check",
+            "schedule": 300.0,
+            "options": {"queue": Queues.REPORTS.value},
         },
     },
 )

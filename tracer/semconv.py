@@ -113,6 +113,8 @@ AGENT_NAME_KEYS = ("gen_ai.agent.name", "agent.name")
 ENTITY_NAME_KEYS = ("traceloop.entity.name",)
 SESSION_KEYS = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
 REPORTED_COST_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total")
+# Whether a run achieved its purpose (octotrace.set_success); read by the ROI report.
+SUCCESS_KEYS = ("octotrace.success",)
 # Span-name decorations that frameworks add around an agent's name.
 AGENT_NAME_PREFIXES = ("invoke_agent ",)
 AGENT_NAME_SUFFIXES = (".agent",)

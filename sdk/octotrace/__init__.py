@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from octotrace._budget import BudgetExceeded
 from octotrace._config import init, shutdown
+from octotrace._outcome import set_success
 from octotrace._spans import agent, step, tool, workflow
 from octotrace.instrumentation.openai import instrument_openai, uninstrument_openai
 
@@ -21,6 +22,7 @@ __all__ = [
     "agent",
     "init",
     "instrument_openai",
+    "set_success",
     "shutdown",
     "step",
     "tool",
