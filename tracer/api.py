@@ -13,12 +13,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from tracer import tree
-from tracer.models import Membership, ModelPrice, Project, Span, Trace
+from tracer.models import Membership, Project, Span, Trace
+from tracer.pricing import prices_effective
 from tracer.projects import apikey_authenticate
 from tracer.views import request_secret
 
@@ -124,7 +125,11 @@ def _trace_json(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _filtered_traces(project: Project, params: Any) -> Any:
+def traces_filtered(*, project: Project, params: Any) -> Any:
+    """The project's traces matching the list filters (shared by this API, the dashboard and exports).
+
+    Raises BadParameter with a message for the user on a bad value.
+    """
     traces = Trace.objects.filter(project=project)
     if params.get("from"):
         traces = traces.filter(start_time_unix_nano__gte=_datetime_ns("from", params["from"]))
@@ -144,9 +149,17 @@ def _filtered_traces(project: Project, params: Any) -> Any:
         traces = traces.filter(cost__gte=minimum)
     if params.get("session"):
         traces = traces.filter(session_id=params["session"])
-    if params.get("q"):
-        traces = traces.filter(Q(root_span_name__icontains=params["q"]) | Q(trace_id=params["q"].lower()))
+    if params.get("root"):
+        traces = traces.filter(root_span_name=params["root"])
     spans = Span.objects.filter(project=project, trace_id=OuterRef("trace_id"))
+    if params.get("q"):
+        # Names and ids: the root's name, any span's name, the trace id, or a span id.
+        q = params["q"].strip()
+        traces = traces.filter(
+            Q(root_span_name__icontains=q)
+            | Q(trace_id=q.lower())
+            | Exists(spans.filter(Q(name__icontains=q) | Q(span_id=q.lower())))
+        )
     if params.get("agent"):
         traces = traces.filter(Exists(spans.filter(agent_name=params["agent"])))
     if params.get("model"):
@@ -166,7 +179,7 @@ def traces_list(request: HttpRequest) -> JsonResponse:
     except ValueError:
         return _error(400, f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
     try:
-        matching = _filtered_traces(project, request.GET)
+        matching = traces_filtered(project=project, params=request.GET)
         traces = matching
         if request.GET.get("cursor"):
             start, pk = _cursor(request.GET["cursor"])
@@ -227,12 +240,6 @@ def prices_list(request: HttpRequest) -> JsonResponse:
     project = _project(request)
     if isinstance(project, JsonResponse):
         return project
-    today = datetime.now(tz=UTC).date()
-    effective: dict[tuple[str, str], ModelPrice] = {}
-    rows = ModelPrice.objects.filter(Q(project__isnull=True) | Q(project=project), valid_from__lte=today)
-    # Defaults first, then overrides; within each, older first, so the last one written wins.
-    for price in rows.order_by(F("project_id").asc(nulls_first=True), "valid_from"):
-        effective[(price.provider, price.model_pattern)] = price
     data = [
         {
             "scope": "project" if price.project_id else "default",
@@ -247,6 +254,6 @@ def prices_list(request: HttpRequest) -> JsonResponse:
             "source": price.source,
             "note": price.note,
         }
-        for price in sorted(effective.values(), key=lambda p: (p.model_pattern, p.provider))
+        for price in prices_effective(project=project)
     ]
     return _json({"unit": "USD per 1M tokens", "data": data})

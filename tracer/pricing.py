@@ -17,9 +17,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
-from tracer.models import ModelPrice
+from tracer.models import ModelPrice, Project
 
 CATALOG = Path(__file__).resolve().parent / "data" / "prices.json"
 PER_TOKENS = Decimal(1_000_000)
@@ -215,3 +215,15 @@ def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None 
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def prices_effective(*, project: Project, day: date | None = None) -> list[ModelPrice]:
+    """The prices in force on `day` (today by default) for this project: its overrides, then the
+    defaults they leave, one row per (provider, model pattern), sorted by pattern."""
+    day = day or datetime.now(tz=UTC).date()
+    effective: dict[tuple[str, str], ModelPrice] = {}
+    rows = ModelPrice.objects.filter(Q(project__isnull=True) | Q(project=project), valid_from__lte=day)
+    # Defaults first, then overrides; within each, older first, so the last one written wins.
+    for price in rows.order_by(F("project_id").asc(nulls_first=True), "valid_from"):
+        effective[(price.provider, price.model_pattern)] = price
+    return sorted(effective.values(), key=lambda p: (p.model_pattern, p.provider))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from tracer import ingest
+from tracer import ingest, pricing
 
 
 @shared_task(
@@ -40,3 +40,18 @@ def requeue_stuck() -> int:
 @shared_task(name="ingest.purge_raw_bodies", ignore_result=True, time_limit=600)
 def purge_raw_bodies() -> int:
     return ingest.raw_bodies_purge()
+
+
+@shared_task(
+    name="prices.reprice_project",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    max_retries=5,
+    soft_time_limit=1800,
+    time_limit=1900,
+)
+def reprice_project(project_id: int) -> None:
+    """After a price override changed: stored costs and trace rollups follow the new prices."""
+    pricing.spans_reprice(project_id=project_id)

@@ -172,25 +172,36 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 MAX_NESTING = 100
 
 
-def nested(forest: Forest) -> list[dict[str, Any]]:
-    """The tree as nested dicts, each with its own and its subtree's totals. Every span appears
-    once; subtrees below MAX_NESTING levels are listed after the roots with `continued_from`."""
-    out: dict[str, dict[str, Any]] = {}
-    continued: list[dict[str, Any]] = []
+def node_totals(forest: Forest) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """For each span id: (its own billed totals, its subtree's), computed children first."""
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for node in reversed(list(forest.walk())):
         own = _empty_totals()
         _add(own, node.span, billed=node.billed)
         subtree = _empty_totals()
         _merge(subtree, own)
+        for child in node.children:
+            _merge(subtree, out[child.span_id][1])
+        out[node.span_id] = (own, subtree)
+    return out
+
+
+def nested(forest: Forest) -> list[dict[str, Any]]:
+    """The tree as nested dicts, each with its own and its subtree's totals. Every span appears
+    once; subtrees below MAX_NESTING levels are listed after the roots with `continued_from`."""
+    sums = node_totals(forest)
+    out: dict[str, dict[str, Any]] = {}
+    continued: list[dict[str, Any]] = []
+    for node in reversed(list(forest.walk())):
         kids = []
         for child in node.children:
             entry = out.pop(child.span_id)
-            _merge(subtree, entry["subtree"])
             if child.depth % MAX_NESTING == 0:
                 entry["continued_from"] = node.span_id
                 continued.append(entry)
             else:
                 kids.append(entry)
+        own, subtree = sums[node.span_id]
         out[node.span_id] = {
             "span_id": node.span_id,
             "name": node.span.get("name", ""),

@@ -1,0 +1,413 @@
+"""The dashboard's reads: one function per page, a fixed number of queries each (pinned in tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Avg, Count, F, Q, Sum
+from django.utils import timezone
+
+from dashboard import charts
+from dashboard.filters import NS, TimeRange
+from tracer import tree
+from tracer.api import BadParameter, traces_filtered
+from tracer.models import Project, Span, Trace
+
+HOUR_NS = 3600 * NS
+DAY_NS = 24 * HOUR_NS
+TOKEN_SUMS = {name: Sum(name, default=0) for name in tree.TOKEN_FIELDS}
+
+
+def _bucket_ns(time_range: TimeRange) -> int:
+    seconds = time_range.seconds
+    return HOUR_NS if seconds is not None and seconds <= 2 * 86_400 else DAY_NS
+
+
+def _percentile(durations, count: int, fraction: float) -> int | None:
+    """Nearest-rank percentile of trace durations, computed in the database (one query)."""
+    if count == 0:
+        return None
+    rank = min(count - 1, round(fraction * (count - 1)))
+    return durations.order_by("duration").values_list("duration", flat=True)[rank]
+
+
+# --- Overview ---------------------------------------------------------------------------------
+
+
+def overview(*, project: Project, time_range: TimeRange) -> dict[str, Any]:
+    traces = time_range.filter(Trace.objects.filter(project=project))
+    stats = traces.aggregate(
+        trace_count=Count("pk"),
+        error_traces=Count("pk", filter=Q(status="error")),
+        span_count=Sum("span_count", default=0),
+        cost=Sum("cost"),
+        unpriced_count=Sum("unpriced_count", default=0),
+        **TOKEN_SUMS,
+    )
+    count = stats["trace_count"]
+    stats["cost_per_trace"] = stats["cost"] / count if count and stats["cost"] is not None else None
+    stats["error_rate"] = stats["error_traces"] / count if count else None
+    durations = traces.annotate(duration=F("end_time_unix_nano") - F("start_time_unix_nano"))
+    stats["p50_ns"] = _percentile(durations, count, 0.50)
+    stats["p95_ns"] = _percentile(durations, count, 0.95)
+
+    bucket_ns = _bucket_ns(time_range)
+    billed = time_range.filter(Span.objects.filter(project=project, billed=True)).annotate(
+        bucket=F("start_time_unix_nano") / bucket_ns
+    )
+    by_model = billed.values_list("bucket", "model").annotate(c=Sum("cost")).order_by()
+    by_agent = billed.values_list("bucket", "agent_name").annotate(c=Sum("cost")).order_by()
+    agent_tokens = list(billed.values("agent_name").annotate(**TOKEN_SUMS).order_by("-input_tokens", "agent_name")[:20])
+    figures = {
+        "cost_by_model": charts.stacked_bars(by_model, bucket_ns=bucket_ns, title="Cost by model", unit="USD"),
+        "cost_by_agent": charts.stacked_bars(by_agent, bucket_ns=bucket_ns, title="Cost by agent", unit="USD"),
+        "tokens_by_agent": charts.bars(
+            [row["agent_name"] or "(no agent)" for row in agent_tokens],
+            {
+                "input (uncached)": [r["input_tokens"] - r["cached_input_tokens"] for r in agent_tokens],
+                "cached input": [r["cached_input_tokens"] for r in agent_tokens],
+                "output": [r["output_tokens"] - r["reasoning_tokens"] for r in agent_tokens],
+                "reasoning": [r["reasoning_tokens"] for r in agent_tokens],
+            },
+            title="Tokens by agent",
+            unit="tokens",
+        ),
+    }
+    return {"stats": stats, "figures": figures}
+
+
+# --- Traces list ------------------------------------------------------------------------------
+
+TRACE_SORTS = {
+    "start": "start_time_unix_nano",
+    "cost": "cost",
+    "duration": "duration",
+    "tokens": "total_tokens",
+    "spans": "span_count",
+}
+PAGE_SIZE = 50
+
+
+@dataclass
+class TraceList:
+    page: Page
+    agents: dict[str, list[str]] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=list)
+    sort: str = "-start"
+
+
+def traces_page(*, project: Project, time_range: TimeRange, params: Any) -> TraceList:
+    """Raises tracer.api.BadParameter on a bad filter value."""
+    filters = {k: v for k, v in params.items() if k not in ("from", "to")}
+    traces = time_range.filter(traces_filtered(project=project, params=filters))
+    sort = params.get("sort", "-start")
+    column = TRACE_SORTS.get(sort.lstrip("-"))
+    if column is None:
+        raise BadParameter(f"sort={sort!r}: use one of {', '.join(TRACE_SORTS)} (prefix - for descending)")
+    order = F(column).desc(nulls_last=True) if sort.startswith("-") else F(column).asc(nulls_first=True)
+    traces = traces.annotate(duration=F("end_time_unix_nano") - F("start_time_unix_nano")).order_by(order, "-pk")
+    page = Paginator(traces, PAGE_SIZE).get_page(params.get("page"))
+    ids = [t.trace_id for t in page.object_list]
+    agents: dict[str, list[str]] = {}
+    rows = (
+        Span.objects.filter(project=project, trace_id__in=ids, kind="agent")
+        .exclude(agent_name="")
+        .values_list("trace_id", "agent_name")
+        .distinct()
+        .order_by("trace_id", "agent_name")
+    )
+    for trace_id, agent in rows:
+        agents.setdefault(trace_id, []).append(agent)
+    roots = list(
+        time_range.filter(Trace.objects.filter(project=project))
+        .exclude(root_span_name="")
+        .values_list("root_span_name", flat=True)
+        .distinct()
+        .order_by("root_span_name")[:200]
+    )
+    return TraceList(page=page, agents=agents, roots=roots, sort=sort)
+
+
+# --- Trace detail -----------------------------------------------------------------------------
+
+# Spans read for the tree; attributes are read only for the one span shown in the side panel.
+TREE_FIELDS = (
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "agent_name",
+    "model",
+    "provider",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status_code",
+    "status_message",
+    *tree.TOKEN_FIELDS,
+    "billed",
+    "cost",
+)
+# The tree opens this many levels deep, with at most this many rows; the rest expands on demand,
+# a page of children at a time, so a 10,000-span trace opens as fast as a small one renders.
+OPEN_DEPTH = 4
+ROW_BUDGET = 400
+CHILD_PAGE = 100
+
+
+@dataclass(slots=True)
+class Row:
+    node: tree.Node | None
+    own: dict[str, Any] | None = None
+    subtree: dict[str, Any] | None = None
+    expanded: bool = False
+    left: float = 0.0
+    width: float = 0.0
+    # A "more" row: the parent whose children continue, and from which offset.
+    more_parent: str = ""
+    more_offset: int = 0
+    more_count: int = 0
+
+    @property
+    def span(self) -> dict[str, Any]:
+        return self.node.span if self.node else {}
+
+    @property
+    def duration_ns(self) -> int:
+        return self.span["end_time_unix_nano"] - self.span["start_time_unix_nano"]
+
+    @property
+    def unpriced(self) -> bool:
+        return bool(self.node and self.node.billed and self.span.get("cost") is None)
+
+    @property
+    def error(self) -> bool:
+        return self.span.get("status_code") == 2
+
+
+@dataclass
+class TraceView:
+    trace: Trace
+    forest: tree.Forest
+    sums: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    breakdowns: dict[str, Any]
+    start_ns: int
+    span_ns: int
+
+    def rows(self, nodes: list[tree.Node], *, parent_id: str = "", offset: int = 0, open_depth: int) -> list[Row]:
+        """Rows in tree order for `nodes` (siblings, from `offset`), expanded `open_depth` levels
+        below them while the row budget lasts."""
+        out: list[Row] = []
+        stack: list[Row | tree.Node] = list(reversed(self._page(nodes, parent_id, offset)))
+        base = nodes[0].depth if nodes else 0
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Row):
+                out.append(item)
+                continue
+            node = item
+            expanded = bool(node.children) and node.depth - base < open_depth - 1 and len(out) < ROW_BUDGET
+            out.append(self._row(node, expanded))
+            if expanded:
+                stack.extend(reversed(self._page(node.children, node.span_id, 0)))
+        return out
+
+    def _page(self, nodes: list[tree.Node], parent_id: str, offset: int) -> list[Row | tree.Node]:
+        page: list[Row | tree.Node] = list(nodes[offset : offset + CHILD_PAGE])
+        rest = len(nodes) - offset - CHILD_PAGE
+        if rest > 0:
+            page.append(Row(node=None, more_parent=parent_id, more_offset=offset + CHILD_PAGE, more_count=rest))
+        return page
+
+    def _row(self, node: tree.Node, expanded: bool) -> Row:
+        own, subtree = self.sums[node.span_id]
+        span = node.span
+        left = (span["start_time_unix_nano"] - self.start_ns) / self.span_ns * 100
+        width = (span["end_time_unix_nano"] - span["start_time_unix_nano"]) / self.span_ns * 100
+        return Row(
+            node=node,
+            own=own,
+            subtree=subtree,
+            expanded=expanded,
+            left=round(min(max(left, 0.0), 100.0), 3),
+            width=round(min(max(width, 0.2), 100.0), 3),
+        )
+
+    def children_of(self, span_id: str) -> list[tree.Node]:
+        if span_id == "":
+            return self.forest.roots
+        node = self.forest.nodes.get(span_id)
+        if node is None:
+            raise KeyError(span_id)
+        return node.children
+
+
+def trace_view(*, project: Project, trace_id: str) -> TraceView | None:
+    trace = Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
+    if trace is None:
+        return None
+    spans = Span.objects.filter(project=project, trace_id=trace.trace_id).values(*TREE_FIELDS)
+    forest = tree.build(spans)
+    start = min((n.span["start_time_unix_nano"] for n in forest.nodes.values()), default=trace.start_time_unix_nano)
+    end = max((n.span["end_time_unix_nano"] for n in forest.nodes.values()), default=trace.end_time_unix_nano)
+    return TraceView(
+        trace=trace,
+        forest=forest,
+        sums=tree.node_totals(forest),
+        breakdowns=tree.breakdowns(forest),
+        start_ns=start,
+        span_ns=max(end - start, 1),
+    )
+
+
+def span_detail(*, project: Project, trace_id: str, span_id: str) -> Span | None:
+    return Span.objects.filter(project=project, trace_id=trace_id.lower(), span_id=span_id.lower()).first()
+
+
+# Attributes that hold captured prompts and completions, by convention.
+_PROMPT_KEYS = ("gen_ai.input.messages", "gen_ai.system_instructions", "input.value", "gen_ai.prompt")
+_COMPLETION_KEYS = ("gen_ai.output.messages", "output.value", "gen_ai.completion")
+_PROMPT_EVENTS = ("gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message")
+_COMPLETION_EVENTS = ("gen_ai.choice",)
+
+
+def span_content(span: Span) -> dict[str, list[tuple[str, str]]]:
+    """Captured prompt and completion text, from attributes (OTel GenAI, OpenInference, OpenLLMetry's
+    indexed `gen_ai.prompt.N.*`, `llm.input_messages.N.*`) and from the older GenAI events."""
+    prompt: list[tuple[str, str]] = []
+    completion: list[tuple[str, str]] = []
+    for key, value in sorted(span.attributes.items()):
+        text = value if isinstance(value, str) else str(value)
+        if key.startswith(_PROMPT_KEYS) or key.startswith("llm.input_messages."):
+            prompt.append((key, text))
+        elif key.startswith(_COMPLETION_KEYS) or key.startswith("llm.output_messages."):
+            completion.append((key, text))
+    for event in span.events or []:
+        name = event.get("name", "")
+        body = event.get("attributes") or {}
+        text = "\n".join(f"{k}: {v}" for k, v in sorted(body.items()))
+        if name in _PROMPT_EVENTS:
+            prompt.append((name, text))
+        elif name in _COMPLETION_EVENTS:
+            completion.append((name, text))
+    return {"prompt": prompt, "completion": completion}
+
+
+# --- Agents and models ------------------------------------------------------------------------
+
+
+def _per_call(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        cost = row["cost"]
+        row["cost_per_call"] = cost / row["calls"] if cost is not None and row["calls"] else None
+        row["cost_per_trace"] = cost / row["traces"] if cost is not None and row["traces"] else None
+
+
+def _sorted(rows: list[dict[str, Any]], sort: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    key = sort.lstrip("-")
+    if key not in columns:
+        raise BadParameter(f"sort={sort!r}: use one of {', '.join(columns)} (prefix - for descending)")
+    present = [r for r in rows if r.get(key) is not None]
+    missing = [r for r in rows if r.get(key) is None]
+    present.sort(key=lambda r: r[key], reverse=sort.startswith("-"))
+    return present + missing
+
+
+# Order matters: an annotation named like a field shadows it for the annotations after it, so
+# "unpriced" reads the span's cost column before "cost" becomes the sum.
+_USAGE = {
+    "calls": Count("pk"),
+    "traces": Count("trace_id", distinct=True),
+    "unpriced": Count("pk", filter=Q(cost__isnull=True)),
+    "cost": Sum("cost"),
+    **TOKEN_SUMS,
+}
+AGENT_COLUMNS = (
+    "agent",
+    "runs",
+    "calls",
+    "traces",
+    "total_tokens",
+    "cost",
+    "cost_per_call",
+    "cost_per_trace",
+    "avg_duration_ns",
+    "errors",
+)
+MODEL_COLUMNS = (
+    "model",
+    "provider",
+    "calls",
+    "traces",
+    "total_tokens",
+    "cost",
+    "cost_per_call",
+    "cost_per_trace",
+    "avg_duration_ns",
+)
+
+
+def agents_table(*, project: Project, time_range: TimeRange, sort: str = "-cost") -> list[dict[str, Any]]:
+    """Per agent: its model calls (billed spans it encloses) and its runs (its own agent spans)."""
+    billed = time_range.filter(Span.objects.filter(project=project, billed=True))
+    usage = {row["agent_name"]: row for row in billed.values("agent_name").annotate(**_USAGE).order_by()}
+    runs = (
+        time_range.filter(Span.objects.filter(project=project, kind="agent"))
+        .values("agent_name")
+        .annotate(
+            runs=Count("pk"),
+            avg_duration_ns=Avg(F("end_time_unix_nano") - F("start_time_unix_nano")),
+            errors=Count("pk", filter=Q(status_code=2)),
+        )
+        .order_by()
+    )
+    runs_by_agent = {row["agent_name"]: row for row in runs}
+    rows = []
+    for name in sorted(set(usage) | set(runs_by_agent)):
+        row = {
+            "agent": name,
+            "runs": 0,
+            "avg_duration_ns": None,
+            "errors": 0,
+            "calls": 0,
+            "traces": 0,
+            "cost": None,
+            "unpriced": 0,
+            **dict.fromkeys(tree.TOKEN_FIELDS, 0),
+        }
+        row.update(usage.get(name, {}))
+        row.update(runs_by_agent.get(name, {}))
+        row["agent"] = name
+        rows.append(row)
+    _per_call(rows)
+    return _sorted(rows, sort, AGENT_COLUMNS)
+
+
+def models_table(*, project: Project, time_range: TimeRange, sort: str = "-cost") -> list[dict[str, Any]]:
+    billed = time_range.filter(Span.objects.filter(project=project, billed=True))
+    rows = list(
+        billed.values("model", "provider")
+        .annotate(**_USAGE, avg_duration_ns=Avg(F("end_time_unix_nano") - F("start_time_unix_nano")))
+        .order_by()
+    )
+    _per_call(rows)
+    return _sorted(rows, sort, MODEL_COLUMNS)
+
+
+def unpriced_models(*, project: Project, days: int = 30) -> list[dict[str, Any]]:
+    """Models of billed calls that had no price in the last `days` days, most calls first."""
+    since = int((timezone.now() - timedelta(days=days)).timestamp()) * NS
+    return list(
+        Span.objects.filter(project=project, billed=True, cost__isnull=True, start_time_unix_nano__gte=since)
+        .exclude(model="")
+        .values("provider", "model")
+        .annotate(calls=Count("pk"), tokens=Sum("total_tokens", default=0))
+        .order_by("-calls", "model")[:50]
+    )
+
+
+def decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)

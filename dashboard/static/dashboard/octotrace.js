@@ -1,0 +1,9 @@
+// Small conveniences on every page; every page works without them.
+(function () {
+  "use strict";
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.id === "project-switcher") { window.location.assign(el.value); }
+    if (el.matches("select[data-autosubmit]")) { el.form.submit(); }
+  });
+})();
