@@ -202,25 +202,39 @@ def _span_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]
         ]
 
 
-def summary_by(*, project: Project, traces: QuerySet[Trace], field: str) -> QuerySet:
+def summary_by(*, project: Project, traces: QuerySet[Trace], field: str) -> list[dict[str, Any]]:
     """Billed spans of these traces grouped by `field` (agent_name or model): calls, tokens, cost.
 
-    `cost` is the sum of the priced calls (NULL when none is priced); `unpriced_calls` counts the
-    billed calls without a price, so a partial sum is never mistaken for the whole."""
-    gpu = {"gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
-    return (
+    `cost` is the sum of the priced calls (None when none is priced); `unpriced_calls` counts the
+    billed calls without a price, so a partial sum is never mistaken for the whole. Ordered by
+    cost, highest first. One row per agent or model: small whatever the number of spans."""
+    gpu = {"sum_gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
+    rows = (
         _spans_of(project, traces)
         .filter(billed=True)
         .values(field)
         .annotate(
             calls=Count("pk"),
-            **{name: Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
-            cost=Sum("cost"),
+            **{f"sum_{name}": Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
+            sum_cost=Sum("cost"),
             unpriced_calls=Count("pk", filter=Q(cost__isnull=True)),
             **gpu,
         )
-        .order_by(F("cost").desc(nulls_last=True), field)
+        .order_by(field)
     )
+    out = [
+        {
+            field: row[field],
+            "calls": row["calls"],
+            **{name: row[f"sum_{name}"] for name in TOKEN_FIELDS},
+            "cost": row["sum_cost"],
+            "unpriced_calls": row["unpriced_calls"],
+            "gpu_cost": row.get("sum_gpu_cost"),
+        }
+        for row in rows
+    ]
+    out.sort(key=lambda r: (r["cost"] is None, -(r["cost"] or 0)))
+    return out
 
 
 def _summary_rows(project: Project, traces: QuerySet[Trace], field: str, label: str) -> Iterator[list[Any]]:
@@ -247,7 +261,7 @@ def _model_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]
 
 def daily_totals(*, traces: QuerySet[Trace]) -> QuerySet:
     """The traces' rollups summed per UTC day of the trace's start (`day` is days since 1970)."""
-    gpu = {"gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
+    gpu = {"sum_gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
     day = F("start_time_unix_nano") / Value(NS_PER_DAY, output_field=BigIntegerField())
     return (
         traces.annotate(day=day)
@@ -255,8 +269,8 @@ def daily_totals(*, traces: QuerySet[Trace]) -> QuerySet:
         .annotate(
             traces=Count("pk"),
             errors=Count("pk", filter=Q(status="error")),
-            **{name: Sum(name) for name in TOKEN_FIELDS},
-            cost=Sum("cost"),
+            **{f"sum_{name}": Sum(name) for name in TOKEN_FIELDS},
+            sum_cost=Sum("cost"),
             unpriced_calls=Sum("unpriced_count"),
             **gpu,
         )
@@ -272,10 +286,10 @@ def _daily_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]
             day_of(row["day"] * NS_PER_DAY).isoformat(),
             row["traces"],
             row["errors"],
-            *(row[name] for name in TOKEN_FIELDS),
-            row["cost"],
+            *(row[f"sum_{name}"] for name in TOKEN_FIELDS),
+            row["sum_cost"],
             row["unpriced_calls"],
-            *(row["gpu_cost"] for _ in gpu),
+            *(row["sum_gpu_cost"] for _ in gpu),
         ]
 
 
