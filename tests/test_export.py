@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from dashboard import selectors
+from dashboard.filters import TimeRange
 from dashboard.reports import exports
 from tests import reports_data
-from tests.reports_data import RESEARCH, T1, T2, T3, T4, TRIAGE
+from tests.reports_data import RESEARCH, START_T3, T1, T2, T3, T4, TRIAGE
 from tests.test_pricing import ingest_spans, otlp_span, sid, tid
 from tracer.models import Trace
 
@@ -22,8 +24,12 @@ def loaded(project_a):
     return project_a
 
 
-def export(project, kind, **filters) -> list[dict[str, str]]:
-    rows = exports.export_rows(kind=kind, project=project, traces=Trace.objects.filter(project=project, **filters))
+ALL = TimeRange(start_ns=None, end_ns=None, label="all time", params={"range": "all"})
+
+
+def export(project, kind, time_range=ALL, **filters) -> list[dict[str, str]]:
+    traces = Trace.objects.filter(project=project, **filters)
+    rows = exports.export_rows(kind=kind, project=project, traces=traces, time_range=time_range)
     body = b"".join(exports.csv_stream(rows)).decode()
     return list(csv.DictReader(io.StringIO(body)))
 
@@ -55,6 +61,7 @@ def test_the_spans_export_has_normalized_fields_tokens_and_costs(loaded) -> None
 
 def test_the_agent_and_model_summaries_sum_billed_calls_only(loaded) -> None:
     agents = {r["agent"]: r for r in export(loaded, "agents")}
+    assert (agents["writer"]["runs"], agents["writer"]["traces"]) == ("1", "1")
     assert (agents["writer"]["calls"], Decimal(agents["writer"]["cost_usd"])) == ("1", Decimal("5.25"))
     assert (agents["critic"]["calls"], Decimal(agents["critic"]["cost_usd"])) == ("2", Decimal("1.5"))
     # Calls outside any agent: T2's ($2) and T4's (unpriced).
@@ -68,13 +75,26 @@ def test_the_agent_and_model_summaries_sum_billed_calls_only(loaded) -> None:
     )
 
 
-def test_the_daily_export_sums_the_traces_by_utc_day(loaded) -> None:
-    rows = [(r["day"], r["traces"], r["errors"], r["cost_usd"], r["unpriced_calls"]) for r in export(loaded, "daily")]
-    assert [(d, t, e, Decimal(c) if c else None, u) for d, t, e, c, u in rows] == [
-        ("2026-03-02", "1", "0", Decimal("8.25"), "0"),
+def test_the_daily_export_sums_billed_calls_by_utc_day(loaded) -> None:
+    rows = [(r["day"], r["calls"], r["traces"], r["cost_usd"], r["unpriced_calls"]) for r in export(loaded, "daily")]
+    assert [(d, n, t, Decimal(c) if c else None, u) for d, n, t, c, u in rows] == [
+        ("2026-03-02", "2", "1", Decimal("8.25"), "0"),
         ("2026-03-04", "1", "1", Decimal("2"), "0"),
-        ("2026-03-10", "2", "0", Decimal("1.5"), "1"),
+        ("2026-03-10", "3", "2", Decimal("1.5"), "1"),
     ]
+
+
+def test_the_agents_and_models_exports_have_the_pages_numbers(loaded) -> None:
+    week = TimeRange(start_ns=START_T3, end_ns=None, label="since T3", params={})
+    page = {r["agent"]: r for r in selectors.agents_table(project=loaded, time_range=week)}
+    exported = {r["agent"]: r for r in export(loaded, "agents", time_range=week)}
+    assert set(exported) == set(page) == {"critic", ""}
+    for name, row in page.items():
+        assert Decimal(exported[name]["cost_usd"] or 0) == (row["cost"] or 0)
+        assert int(exported[name]["total_tokens"]) == row["total_tokens"]
+    page_models = {r["model"]: r for r in selectors.models_table(project=loaded, time_range=week)}
+    exported_models = {r["model"]: r for r in export(loaded, "models", time_range=week)}
+    assert {m: int(r["calls"]) for m, r in exported_models.items()} == {m: r["calls"] for m, r in page_models.items()}
 
 
 def test_the_filters_of_the_caller_apply(loaded) -> None:
@@ -106,4 +126,4 @@ def test_the_stream_yields_pieces_of_rows_not_one_document(monkeypatch) -> None:
 
 def test_an_unknown_kind_is_refused(project_a) -> None:
     with pytest.raises(exports.UnknownExport, match="use one of traces, spans, agents, models, daily"):
-        exports.export_rows(kind="secrets", project=project_a, traces=Trace.objects.none())
+        exports.export_rows(kind="secrets", project=project_a, traces=Trace.objects.none(), time_range=ALL)

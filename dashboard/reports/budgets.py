@@ -1,7 +1,7 @@
 """Budgets per project (daily and monthly, UTC) and their alerts at 50%, 90% and 100%.
 
-Spend of a period = the cost of the traces that started in it (their API cost, plus their GPU cost
-where the GPU telemetry columns exist): the same figure as the daily cost export and page.
+Spend of a period = the cost of the billed calls that started in it (API cost, plus GPU cost where
+the GPU telemetry columns exist): the same figure as the daily cost export and the Overview charts.
 
 The periodic check (`reports.budgets_check`, see tracer/celery.py) records each threshold crossed
 as a BudgetAlert row. Its unique constraint (budget, period, threshold) makes "once per period per
@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from dashboard.models import Budget, BudgetAlert
 from dashboard.reports.common import add, date_ns, has_gpu_cost
-from tracer.models import Membership, Project, Trace
+from tracer.models import Membership, Project, Span
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,19 @@ def period_end(*, period: str, start: date) -> date:
 
 
 def budget_spend(*, budget: Budget, start: date) -> Decimal:
-    """What the project spent in the period that begins on `start` (Decimal, $0 when nothing)."""
+    """What the project spent in the period that begins on `start`: the cost of its billed calls
+    that started in the period (plus their GPU cost where known). Decimal, $0 when nothing."""
     end = period_end(period=budget.period, start=start)
-    traces = Trace.objects.filter(
+    billed = Span.objects.filter(
         project_id=budget.project_id,
+        billed=True,
         start_time_unix_nano__gte=date_ns(start),
         start_time_unix_nano__lt=date_ns(end),
     )
     sums = {"cost": Sum("cost")}
     if has_gpu_cost():
         sums["gpu_cost"] = Sum("gpu_cost")
-    totals = traces.aggregate(**sums)
+    totals = billed.aggregate(**sums)
     return add(totals["cost"], totals.get("gpu_cost")) or Decimal(0)
 
 

@@ -1,13 +1,14 @@
 """CSV exports, streamed: rows are read from the database in chunks and written out as they come,
 so an export of any size runs in constant memory (bench/export_memory.py measures it).
 
-Every export takes the traces to export as a queryset, filtered by the caller exactly as the page
-or API it comes from filters them, so the numbers are the page's numbers:
-- traces: one row per trace, its stored rollups (sums over billed spans);
+The numbers are the pages' numbers:
+- traces: the traces the caller filtered (as the Traces page or list API does), one row each with
+  its stored rollups (sums over billed spans);
 - spans: every span of those traces with its normalized fields, tokens and cost;
-- agents / models: billed spans of those traces grouped by agent (nearest enclosing agent, as
-  ingest attributes it) or by model;
-- daily: the traces' rollups summed per UTC day of the trace's start.
+- agents / models: the Agents and Models pages' own tables (dashboard/selectors.py) over the
+  billed calls that started in the time range;
+- daily: the billed calls of the time range summed per UTC day of the call, as the Overview's
+  cost charts bucket them (budgets count spend the same way).
 
 Cells are guarded against formula injection: a text value starting with =, +, -, @ (or a tab or
 carriage return, which some spreadsheets skip before reading a formula) is prefixed with a single
@@ -23,8 +24,9 @@ from typing import Any
 
 from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.fields import BigIntegerField
-from django.db.models.functions import Coalesce
 
+from dashboard import selectors
+from dashboard.filters import TimeRange
 from dashboard.reports.common import NS_PER_DAY, day_of, has_gpu_cost, iso
 from tracer.models import Project, Span, Trace
 from tracer.tree import TOKEN_FIELDS
@@ -77,11 +79,17 @@ def _cell(value: Any) -> Any:
     return cell_guard(value)
 
 
-def export_rows(*, kind: str, project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
-    """The header then the rows of one export. `traces` must already be filtered to `project`."""
+def export_rows(
+    *, kind: str, project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str = ""
+) -> Iterator[list[Any]]:
+    """The header then the rows of one export.
+
+    traces and spans export `traces` (the caller's filtered queryset of this project's traces);
+    agents, models and daily cover the billed calls that started in `time_range`, as the Agents,
+    Models and Overview pages do. `sort` is the agents/models pages' sort parameter."""
     if kind not in KINDS:
         raise UnknownExport(f"unknown export {kind!r}: use one of {', '.join(KINDS)}")
-    return _EXPORTS[kind](project, traces)
+    return _EXPORTS[kind](project, traces, time_range, sort)
 
 
 def export_filename(*, kind: str, project: Project, label: str = "") -> str:
@@ -93,7 +101,7 @@ def _gpu() -> tuple[str, ...]:
     return ("gpu_cost",) if has_gpu_cost() else ()
 
 
-def _trace_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
+def _trace_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
     gpu = _gpu()
     fields = (
         "trace_id",
@@ -157,7 +165,7 @@ def _spans_of(project: Project, traces: QuerySet[Trace]) -> QuerySet[Span]:
     return Span.objects.filter(project=project, trace_id__in=traces.values("trace_id"))
 
 
-def _span_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
+def _span_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
     gpu = _gpu()
     yield [
         "trace_id",
@@ -202,90 +210,86 @@ def _span_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]
         ]
 
 
-def summary_by(*, project: Project, traces: QuerySet[Trace], field: str) -> list[dict[str, Any]]:
-    """Billed spans of these traces grouped by `field` (agent_name or model): calls, tokens, cost.
-
-    `cost` is the sum of the priced calls (None when none is priced); `unpriced_calls` counts the
-    billed calls without a price, so a partial sum is never mistaken for the whole. Ordered by
-    cost, highest first. One row per agent or model: small whatever the number of spans."""
-    gpu = {"sum_gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
-    rows = (
-        _spans_of(project, traces)
-        .filter(billed=True)
-        .values(field)
-        .annotate(
-            calls=Count("pk"),
-            **{f"sum_{name}": Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
-            sum_cost=Sum("cost"),
-            unpriced_calls=Count("pk", filter=Q(cost__isnull=True)),
-            **gpu,
-        )
-        .order_by(field)
-    )
-    out = [
-        {
-            field: row[field],
-            "calls": row["calls"],
-            **{name: row[f"sum_{name}"] for name in TOKEN_FIELDS},
-            "cost": row["sum_cost"],
-            "unpriced_calls": row["unpriced_calls"],
-            "gpu_cost": row.get("sum_gpu_cost"),
-        }
-        for row in rows
+def _summary_rows(rows: list[dict[str, Any]], head: list[str], keys: list[str]) -> Iterator[list[Any]]:
+    yield [
+        *head,
+        "runs" if "runs" in keys else None,
+        "calls",
+        "traces",
+        *TOKEN_FIELDS,
+        "cost_usd",
+        "unpriced_calls",
+        "cost_per_call_usd",
+        "cost_per_trace_usd",
+        "avg_duration_ms",
+        "errors" if "errors" in keys else None,
     ]
-    out.sort(key=lambda r: (r["cost"] is None, -(r["cost"] or 0)))
-    return out
-
-
-def _summary_rows(project: Project, traces: QuerySet[Trace], field: str, label: str) -> Iterator[list[Any]]:
-    gpu = _gpu()
-    yield [label, "calls", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", *(("gpu_cost_usd",) if gpu else ())]
-    for row in summary_by(project=project, traces=traces, field=field):
+    for row in rows:
+        avg = row.get("avg_duration_ns")
         yield [
-            row[field],
+            *(row[k] for k in keys if k not in ("runs", "errors")),
+            row.get("runs"),
             row["calls"],
+            row["traces"],
             *(row[name] for name in TOKEN_FIELDS),
             row["cost"],
-            row["unpriced_calls"],
-            *(row["gpu_cost"] for _ in gpu),
+            row["unpriced"],
+            row["cost_per_call"],
+            row["cost_per_trace"],
+            None if avg is None else round(float(avg) / 1e6, 3),
+            row.get("errors"),
         ]
 
 
-def _agent_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
-    return _summary_rows(project, traces, "agent_name", "agent")
+def _strip(rows: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    """Drop the columns whose header is None (runs and errors exist for agents only)."""
+    header = next(rows)
+    keep = [i for i, name in enumerate(header) if name is not None]
+    yield [header[i] for i in keep]
+    for row in rows:
+        yield [row[i] for i in keep]
 
 
-def _model_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
-    return _summary_rows(project, traces, "model", "model")
+def _agent_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+    # The Agents page's own table, so the export has the page's numbers exactly.
+    rows = selectors.agents_table(project=project, time_range=time_range, sort=sort or "-cost")
+    return _strip(_summary_rows(rows, ["agent"], ["agent", "runs", "errors"]))
 
 
-def daily_totals(*, traces: QuerySet[Trace]) -> QuerySet:
-    """The traces' rollups summed per UTC day of the trace's start (`day` is days since 1970)."""
+def _model_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+    rows = selectors.models_table(project=project, time_range=time_range, sort=sort or "-cost")
+    return _strip(_summary_rows(rows, ["model", "provider"], ["model", "provider"]))
+
+
+def daily_totals(*, project: Project, time_range: TimeRange) -> QuerySet:
+    """Billed calls summed per UTC day of the call (`day` is days since 1970), as the Overview's
+    cost charts bucket them; budgets count spend the same way."""
     gpu = {"sum_gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
     day = F("start_time_unix_nano") / Value(NS_PER_DAY, output_field=BigIntegerField())
+    billed = time_range.filter(Span.objects.filter(project=project, billed=True))
     return (
-        traces.annotate(day=day)
+        billed.annotate(day=day)
         .values("day")
         .annotate(
-            traces=Count("pk"),
-            errors=Count("pk", filter=Q(status="error")),
-            **{f"sum_{name}": Sum(name) for name in TOKEN_FIELDS},
+            calls=Count("pk"),
+            traces=Count("trace_id", distinct=True),
+            **{f"sum_{name}": Sum(name, default=0) for name in TOKEN_FIELDS},
             sum_cost=Sum("cost"),
-            unpriced_calls=Sum("unpriced_count"),
+            unpriced_calls=Count("pk", filter=Q(cost__isnull=True)),
             **gpu,
         )
         .order_by("day")
     )
 
 
-def _daily_rows(project: Project, traces: QuerySet[Trace]) -> Iterator[list[Any]]:
+def _daily_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
     gpu = _gpu()
-    yield ["day", "traces", "errors", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", *(("gpu_cost_usd",) if gpu else ())]
-    for row in daily_totals(traces=traces):
+    yield ["day", "calls", "traces", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", *(("gpu_cost_usd",) if gpu else ())]
+    for row in daily_totals(project=project, time_range=time_range):
         yield [
             day_of(row["day"] * NS_PER_DAY).isoformat(),
+            row["calls"],
             row["traces"],
-            row["errors"],
             *(row[f"sum_{name}"] for name in TOKEN_FIELDS),
             row["sum_cost"],
             row["unpriced_calls"],
