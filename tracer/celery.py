@@ -21,6 +21,25 @@ class Queues(enum.StrEnum):
     DEFAULT = "default"
 
 
+def gpu_sampling_schedule() -> dict[str, dict]:
+    """One sampling entry per GPU host (OCTOTRACE_GPU_HOSTS), sent to that host's own queue
+    `gpu.<host>`, which only the worker on that host consumes (`celery -A tracer worker -Q gpu.$HOST`).
+    A message not picked up before the next one is due expires, so a host that was down does not
+    come back to a backlog of stale sampling runs."""
+    from django.conf import settings
+
+    every = float(settings.OCTOTRACE_GPU_SAMPLE_SECONDS)
+    return {
+        f"gpu-sample-{host}": {
+            "task": "gpu.sample",
+            "schedule": every,
+            "args": [host],
+            "options": {"queue": f"gpu.{host}", "expires": every},
+        }
+        for host in settings.OCTOTRACE_GPU_HOSTS
+    }
+
+
 app = Celery("tracer")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
@@ -61,6 +80,33 @@ app.conf.update(
             "schedule": 300.0,
             "options": {"queue": Queues.REPORTS.value},
         },
+        # GPU metrics batches whose message was lost or whose worker died go back to the queue.
+        "gpu-requeue-stuck-metrics": {
+            "task": "gpu.requeue_stuck_metrics",
+            "schedule": 60.0,
+            "options": {"queue": Queues.GPU.value},
+        },
+        # Each LLM span's share of its endpoint's GPU seconds, energy and dollars, over the last
+        # OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES (recomputed, so late samples and spans count).
+        "gpu-attribute": {
+            "task": "gpu.attribute",
+            "schedule": 60.0,
+            "options": {"queue": Queues.GPU.value, "expires": 55},
+        },
+        # Samples older than OCTOTRACE_GPU_RAW_RETENTION_HOURS become per-minute rollups.
+        "gpu-downsample": {
+            "task": "gpu.downsample",
+            "schedule": 3600.0,
+            "options": {"queue": Queues.GPU.value},
+        },
+        # Rollups past OCTOTRACE_GPU_ROLLUP_RETENTION_DAYS and processed metrics batches are deleted.
+        "gpu-prune": {
+            "task": "gpu.prune",
+            "schedule": 86400.0,
+            "options": {"queue": Queues.GPU.value},
+        },
+        # Sampling on each GPU host, on its own queue (see gpu_sampling_schedule).
+        **gpu_sampling_schedule(),
     },
 )
 app.autodiscover_tasks()

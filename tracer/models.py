@@ -143,6 +143,10 @@ class Trace(models.Model):
     cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
     unpriced_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Sums of the spans' GPU attribution; NULL when no span of the trace has any.
+    gpu_seconds = models.FloatField(null=True, blank=True)
+    gpu_energy_wh = models.FloatField(null=True, blank=True)
+    gpu_cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -203,6 +207,11 @@ class Span(models.Model):
     billed = models.BooleanField(default=False, db_default=False)
     cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
     reported_cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    # GPU attribution (tracer/gpu/attribution.py): this call's share of the GPUs of the endpoint that
+    # served it. NULL when no known endpoint served it or no GPU sample covers it.
+    gpu_seconds = models.FloatField(null=True, blank=True)
+    gpu_energy_wh = models.FloatField(null=True, blank=True)
+    gpu_cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -256,3 +265,150 @@ class ModelPrice(models.Model):
     def __str__(self) -> str:
         scope = f"{self.project} " if self.project_id else ""
         return f"{scope}{self.provider or '*'}/{self.model_pattern} from {self.valid_from}"
+
+
+# --- GPU telemetry (tracer/gpu/) ------------------------------------------------------------
+
+
+class GpuDevice(models.Model):
+    """One physical GPU as NVML names it, seen by a sampler or an OTLP metrics exporter."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gpu_devices", db_index=False)
+    host = models.CharField(max_length=255)
+    # NVML's UUID ("GPU-8a5c..."): stable across reboots and index renumbering.
+    uuid = models.CharField(max_length=100)
+    index = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=200, blank=True, default="")
+    memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    mig_enabled = models.BooleanField(default=False)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Samples upsert their device on this key; the GPUs page lists a project's devices with it.
+            models.UniqueConstraint(fields=["project", "uuid"], name="gpudevice_project_uuid_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host} GPU {self.index} ({self.name})"
+
+
+class GpuSample(models.Model):
+    """One reading of one GPU. NULL fields were not available on that GPU (never zero)."""
+
+    id = models.BigAutoField(primary_key=True)
+    device = models.ForeignKey(GpuDevice, on_delete=models.CASCADE, related_name="samples", db_index=False)
+    time_unix_nano = models.BigIntegerField()
+    utilization_gpu = models.PositiveSmallIntegerField(null=True, blank=True)  # %
+    utilization_memory = models.PositiveSmallIntegerField(null=True, blank=True)  # % (memory controller)
+    memory_used_bytes = models.BigIntegerField(null=True, blank=True)
+    power_mw = models.PositiveIntegerField(null=True, blank=True)
+    # NVML's energy counter: mJ since the driver loaded (Volta and newer).
+    energy_mj = models.BigIntegerField(null=True, blank=True)
+    temperature_c = models.SmallIntegerField(null=True, blank=True)
+    sm_clock_mhz = models.PositiveIntegerField(null=True, blank=True)
+    # Per-process utilization where NVML gives it: [{"pid", "sm", "mem"}].
+    processes = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A replayed metrics batch writes no sample twice; its index serves every read of samples
+            # (attribution, charts, downsampling: one device over a time range).
+            models.UniqueConstraint(fields=["device", "time_unix_nano"], name="gpusample_device_time_uniq"),
+        ]
+
+
+class GpuSampleMinute(models.Model):
+    """Samples older than OCTOTRACE_GPU_RAW_RETENTION_HOURS, rolled up per device and minute."""
+
+    id = models.BigAutoField(primary_key=True)
+    device = models.ForeignKey(GpuDevice, on_delete=models.CASCADE, related_name="minutes", db_index=False)
+    minute_unix_nano = models.BigIntegerField()
+    sample_count = models.PositiveIntegerField()
+    # Seconds of this minute covered by sample intervals (gaps in sampling are not covered).
+    covered_seconds = models.FloatField(default=0)
+    utilization_gpu_avg = models.FloatField(null=True, blank=True)
+    utilization_gpu_max = models.PositiveSmallIntegerField(null=True, blank=True)
+    utilization_memory_avg = models.FloatField(null=True, blank=True)
+    memory_used_bytes_max = models.BigIntegerField(null=True, blank=True)
+    power_mw_avg = models.FloatField(null=True, blank=True)
+    power_mw_max = models.PositiveIntegerField(null=True, blank=True)
+    # Energy of the intervals ending in this minute (counter deltas, else mean power x time).
+    energy_j = models.FloatField(null=True, blank=True)
+    temperature_c_max = models.SmallIntegerField(null=True, blank=True)
+    sm_clock_mhz_avg = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Downsampling upserts on this key; its index serves reads of one device over a range.
+            models.UniqueConstraint(fields=["device", "minute_unix_nano"], name="gpuminute_device_minute_uniq"),
+        ]
+
+
+class GpuMetricsBatch(models.Model):
+    """One OTLP metrics request body as received: the durable staging area of GPU metrics, the way
+    IngestBatch is for traces (same receiver, same guarantees; a separate table so the trace
+    ingest path and its sweeper never see metrics)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    body = models.BinaryField()
+    content_type = models.CharField(max_length=100)
+    content_encoding = models.CharField(max_length=20, blank=True, default="")
+    user_agent = models.CharField(max_length=300, blank=True, default="")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    point_count = models.PositiveIntegerField(default=0)
+    sample_count = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "GPU metrics batches"
+        indexes = [
+            # The sweeper: pending batches whose last enqueue is older than the timeout.
+            models.Index(fields=["enqueued_at"], name="gpubatch_pending_idx", condition=models.Q(status="pending")),
+            # Pruning: finished batches by age.
+            models.Index(fields=["received_at"], name="gpubatch_received_idx"),
+        ]
+
+
+class Endpoint(models.Model):
+    """A self-hosted model deployment (a NIM behind a base URL) and the GPUs that serve it.
+
+    LLM spans whose `server.address` (and `server.port`, when set here) match are attributed a
+    share of these GPUs' time and energy.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="endpoints", db_index=False)
+    name = models.CharField(max_length=200)
+    base_url = models.CharField(max_length=500, blank=True, default="")
+    server_address = models.CharField(max_length=255)
+    # 0 = any port.
+    server_port = models.PositiveIntegerField(default=0)
+    devices = models.ManyToManyField(GpuDevice, related_name="endpoints", blank=True)
+    # USD per GPU-hour; NULL = the default for the GPU model (tracer/data/gpu_prices.json).
+    gpu_hour_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # USD per kWh, added on top of the GPU-hour price when set (owned hardware: amortization + power).
+    electricity_kwh_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One endpoint per address and port in a project; `gpuendpoint` upserts on it.
+            models.UniqueConstraint(
+                fields=["project", "server_address", "server_port"],
+                name="endpoint_project_address_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        port = f":{self.server_port}" if self.server_port else ""
+        return f"{self.name} ({self.server_address}{port})"

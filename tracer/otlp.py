@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -25,6 +26,7 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 CONTENT_TYPES = (PROTOBUF, JSON)
 ENCODINGS = ("", "identity", "gzip")
+_Request = TypeVar("_Request", ExportTraceServiceRequest, ExportMetricsServiceRequest)
 
 
 class BadBody(ValueError):
@@ -68,12 +70,21 @@ def decompress(body: bytes, *, encoding: str, limit: int) -> bytes:
 
 def parse_request(data: bytes, *, content_type: str) -> ExportTraceServiceRequest:
     """Decode an ExportTraceServiceRequest from a protobuf or OTLP/JSON body."""
-    request = ExportTraceServiceRequest()
+    return _parse(data, content_type=content_type, request=ExportTraceServiceRequest(), fix=_hex_ids_to_base64)
+
+
+def parse_metrics_request(data: bytes, *, content_type: str) -> ExportMetricsServiceRequest:
+    """Decode an ExportMetricsServiceRequest from a protobuf or OTLP/JSON body."""
+    return _parse(data, content_type=content_type, request=ExportMetricsServiceRequest(), fix=_drop_exemplars)
+
+
+def _parse(data: bytes, *, content_type: str, request: _Request, fix: Callable[[dict[str, Any]], None]) -> _Request:
+    name = type(request).__name__
     if media_type(content_type) == PROTOBUF:
         try:
             request.ParseFromString(data)
         except DecodeError as exc:
-            raise BadBody(f"body is not a valid ExportTraceServiceRequest protobuf: {exc}") from None
+            raise BadBody(f"body is not a valid {name} protobuf: {exc}") from None
         return request
     try:
         document = json.loads(data)
@@ -83,12 +94,12 @@ def parse_request(data: bytes, *, content_type: str) -> ExportTraceServiceReques
         raise BadBody("body is not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise BadBody("body is not a JSON object")
-    _hex_ids_to_base64(document)
+    fix(document)
     try:
         # Receivers must ignore unknown fields (OTLP spec, JSON encoding).
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError) as exc:
-        raise BadBody(f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise BadBody(f"body is not a valid OTLP/JSON {name}: {exc}") from None
     return request
 
 
@@ -133,6 +144,22 @@ def _list(obj: Any, key: str, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise BadBody(f"{where}.{key} is not a list")
     return value
+
+
+def _drop_exemplars(document: dict[str, Any]) -> None:
+    """Exemplars carry hex trace ids in OTLP/JSON that protobuf's JSON mapping would read as base64;
+    we store no exemplars, so they are dropped before parsing (in place)."""
+    for r, resource_metrics in enumerate(_list(document, "resourceMetrics", "body")):
+        where_r = f"resourceMetrics[{r}]"
+        for s, scope_metrics in enumerate(_list(resource_metrics, "scopeMetrics", where_r)):
+            for m, metric in enumerate(_list(scope_metrics, "metrics", f"{where_r}.scopeMetrics[{s}]")):
+                if not isinstance(metric, dict):
+                    raise BadBody(f"{where_r}.scopeMetrics[{s}].metrics[{m}] is not a JSON object")
+                for data in metric.values():
+                    if isinstance(data, dict) and isinstance(data.get("dataPoints"), list):
+                        for point in data["dataPoints"]:
+                            if isinstance(point, dict):
+                                point.pop("exemplars", None)
 
 
 def count_spans(request: ExportTraceServiceRequest) -> int:
@@ -266,3 +293,54 @@ def iter_spans(request: ExportTraceServiceRequest) -> Iterator[SpanRecord | str]
 def _text(value: str) -> str:
     # PostgreSQL text cannot hold NUL; keep the rest of the string rather than fail the span.
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+# --- Metric points (GPU telemetry) ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    """One number of a gauge or sum, with everything needed to tell which device it describes."""
+
+    name: str
+    unit: str
+    time_unix_nano: int
+    value: float | int
+    attributes: dict[str, Any]
+    resource_attributes: dict[str, Any]
+
+
+def count_metric_points(request: ExportMetricsServiceRequest) -> int:
+    total = 0
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                which = metric.WhichOneof("data")
+                if which in ("gauge", "sum"):
+                    total += len(getattr(metric, which).data_points)
+    return total
+
+
+def iter_metric_points(request: ExportMetricsServiceRequest, *, names: frozenset[str]) -> Iterator[MetricPoint]:
+    """The number points of the named gauges and sums (histograms and summaries are skipped)."""
+    for rm in request.resource_metrics:
+        resource = attributes(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name not in names:
+                    continue
+                which = metric.WhichOneof("data")
+                if which not in ("gauge", "sum"):
+                    continue
+                for point in getattr(metric, which).data_points:
+                    kind = point.WhichOneof("value")
+                    if kind is None:
+                        continue
+                    yield MetricPoint(
+                        name=metric.name,
+                        unit=metric.unit,
+                        time_unix_nano=point.time_unix_nano,
+                        value=getattr(point, kind),
+                        attributes=attributes(point.attributes),
+                        resource_attributes=resource,
+                    )

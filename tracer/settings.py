@@ -192,6 +192,26 @@ OCTOTRACE_RAW_RETENTION_HOURS = env_int("OCTOTRACE_RAW_RETENTION_HOURS", 24 * 7,
 # Seconds a client is told to wait (Retry-After) when the database is unavailable.
 OCTOTRACE_RETRY_AFTER_SECONDS = env_int("OCTOTRACE_RETRY_AFTER_SECONDS", 5, minimum=1)
 
+# --- GPU telemetry (tracer/gpu/, docs/gpu-attribution.md) ----------------------------------
+# Hosts whose Celery worker consumes `gpu.<host>` and samples its GPUs (comma-separated; none: off).
+OCTOTRACE_GPU_HOSTS = env_list("OCTOTRACE_GPU_HOSTS", [])
+# The project that the server-side sampler's GPUs belong to (slug).
+OCTOTRACE_GPU_PROJECT = env_str("OCTOTRACE_GPU_PROJECT", "")
+# This machine's name in OCTOTRACE_GPU_HOSTS (default: the hostname).
+OCTOTRACE_GPU_HOST_NAME = env_str("OCTOTRACE_GPU_HOST_NAME", "")
+# Beat sends a sampling task this often; the task reads the GPUs every SAMPLE_INTERVAL until then.
+OCTOTRACE_GPU_SAMPLE_SECONDS = env_int("OCTOTRACE_GPU_SAMPLE_SECONDS", 10, minimum=1)
+OCTOTRACE_GPU_SAMPLE_INTERVAL_SECONDS = env_int("OCTOTRACE_GPU_SAMPLE_INTERVAL_SECONDS", 1, minimum=1)
+# Raw samples older than this are rolled up per minute and deleted; rollups older than the second go.
+OCTOTRACE_GPU_RAW_RETENTION_HOURS = env_int("OCTOTRACE_GPU_RAW_RETENTION_HOURS", 24 * 7, minimum=1)
+OCTOTRACE_GPU_ROLLUP_RETENTION_DAYS = env_int("OCTOTRACE_GPU_ROLLUP_RETENTION_DAYS", 400, minimum=1)
+# Two samples of a GPU further apart than this bound no interval (the sampler was down between).
+OCTOTRACE_GPU_MAX_GAP_SECONDS = env_int("OCTOTRACE_GPU_MAX_GAP_SECONDS", 30, minimum=1)
+# Periodic attribution recomputes spans that overlap the last N minutes (late spans and samples).
+OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = env_int("OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES", 30, minimum=1)
+# Spans are found through their traces: a trace that started longer ago than this is not looked at.
+OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS = env_int("OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS", 6, minimum=1)
+
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from tracer import ingest, pricing
+from tracer.celery import Queues
+from tracer.gpu import attribution, metrics, retention, sampling
 
 
 @shared_task(
@@ -55,3 +60,76 @@ def purge_raw_bodies() -> int:
 def reprice_project(project_id: int) -> None:
     """After a price override changed: stored costs and trace rollups follow the new prices."""
     pricing.spans_reprice(project_id=project_id)
+
+
+# --- GPU telemetry (tracer/gpu/) ---------------------------------------------------------------
+
+
+@shared_task(
+    name="gpu.sample",
+    queue=Queues.GPU.value,  # beat overrides it with the host's own queue, gpu.<host>
+    acks_late=False,  # a lost sampling run is not worth running late: the next one is seconds away
+    ignore_result=True,
+    soft_time_limit=max(30, 3 * settings.OCTOTRACE_GPU_SAMPLE_SECONDS),
+    time_limit=max(60, 4 * settings.OCTOTRACE_GPU_SAMPLE_SECONDS),
+)
+def gpu_sample(host: str) -> int:
+    # Leave a second before the next run is due for the bulk write.
+    readings = max(1, settings.OCTOTRACE_GPU_SAMPLE_SECONDS // settings.OCTOTRACE_GPU_SAMPLE_INTERVAL_SECONDS - 1)
+    return sampling.gpu_sample(
+        host=host, readings=readings, interval_s=float(settings.OCTOTRACE_GPU_SAMPLE_INTERVAL_SECONDS)
+    )
+
+
+@shared_task(
+    name=metrics.PROCESS_TASK,
+    queue=Queues.GPU.value,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def gpu_process_metrics(batch_id: int) -> int | None:
+    try:
+        return metrics.metrics_batch_process(batch_id=batch_id)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        metrics.metrics_batch_mark_failed(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(
+    name="gpu.requeue_stuck_metrics", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=300
+)
+def gpu_requeue_stuck_metrics() -> int:
+    return metrics.metrics_batches_requeue_stuck()
+
+
+@shared_task(
+    name="gpu.attribute",
+    queue=Queues.GPU.value,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=2,
+    soft_time_limit=50,
+    time_limit=55,
+)
+def gpu_attribute() -> int:
+    return attribution.gpu_attribute_recent(now_ns=time.time_ns())
+
+
+@shared_task(name="gpu.downsample", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=1800)
+def gpu_downsample() -> int:
+    return retention.samples_downsample().minutes
+
+
+@shared_task(name="gpu.prune", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=1800)
+def gpu_prune() -> int:
+    return retention.rollups_prune() + metrics.metrics_batches_prune()

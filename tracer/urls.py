@@ -7,6 +7,7 @@ from tracer import api, views
 
 urlpatterns = [
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
+    path("v1/metrics", views.otlp_metrics, name="otlp-metrics"),
     path("api/v1/traces", api.traces_list, name="api-traces"),
     path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api-trace"),
     path("api/v1/prices", api.prices_list, name="api-prices"),

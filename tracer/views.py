@@ -1,12 +1,15 @@
-"""The OTLP/HTTP receiver: `POST /v1/traces`.
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics`.
 
 It authenticates, validates and stores the raw body in one transaction, then answers. All
-per-span work happens later in the ingest worker (tracer/ingest.py).
+per-span work happens later in the ingest worker (tracer/ingest.py); metrics become GPU samples in
+the GPU worker (tracer/gpu/metrics.py). Both signals share one path (`_receive`): the same auth,
+content types, size limits, error codes and durability.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -15,6 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from tracer import ingest, otlp
+from tracer.gpu import metrics
+from tracer.models import Project
 from tracer.projects import apikey_authenticate
 
 log = logging.getLogger(__name__)
@@ -40,9 +45,26 @@ def request_secret(request: HttpRequest) -> str:
     return request.headers.get("X-Octotrace-Key", "").strip()
 
 
+class _Accept(Protocol):
+    def __call__(
+        self, *, project: Project, body: bytes, content_type: str, content_encoding: str, user_agent: str
+    ) -> object: ...
+
+
 @csrf_exempt
 @require_POST
 def otlp_traces(request: HttpRequest) -> HttpResponse:
+    return _receive(request, accept=ingest.batch_accept)
+
+
+@csrf_exempt
+@require_POST
+def otlp_metrics(request: HttpRequest) -> HttpResponse:
+    return _receive(request, accept=metrics.metrics_batch_accept)
+
+
+def _receive(request: HttpRequest, *, accept: _Accept) -> HttpResponse:
+    """Authenticate, check and durably store one OTLP request body with `accept`, then answer."""
     content_type = request.headers.get("Content-Type", "")
     try:
         key = apikey_authenticate(secret=request_secret(request))
@@ -71,7 +93,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         return _answer(413, f"body exceeds the limit of {limit} bytes", content_type=content_type)
 
     try:
-        ingest.batch_accept(
+        accept(
             project=key.project,
             body=body,
             content_type=content_type,

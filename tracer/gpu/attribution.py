@@ -1,0 +1,361 @@
+"""How much of its endpoint's GPUs each LLM span used: GPU-seconds, energy (Wh) and dollars.
+
+The model (docs/gpu-attribution.md): a GPU's time is measured in sample intervals (two consecutive
+readings). Cut every interval at the start and end of the requests in flight on the endpoint the
+GPU serves; each piece of time, and the energy the GPU spent in it (pro rata of the interval's
+energy), is split evenly among the requests in flight during that piece. Pieces with no request
+in flight are the GPU's idle time, attributed to nobody. So two overlapping requests share the
+overlap, eight concurrent requests each get an eighth, and over any window
+
+    sum of what the spans got + idle = what the GPUs measured.
+
+Dollars: each device's GPU-seconds times its price per GPU-hour, plus energy times the endpoint's
+electricity price when one is set. A span none of whose time is covered by a sample gets NULL
+(unknown), never zero; a device without a price makes the span's dollars NULL (unpriced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.db.models.fields.json import KT
+
+from tracer.gpu.intervals import NS, Interval, intervals_from_samples
+from tracer.gpu.prices import address_from_url, endpoint_gpu_prices
+from tracer.gpu.retention import MINUTE_NS
+from tracer.models import Endpoint, GpuSample, GpuSampleMinute, Span, Trace
+
+WH = 3600.0
+_MONEY = Decimal("0.0000000001")
+
+
+@dataclass(slots=True)
+class Share:
+    """What one request got: seconds per device and joules in total."""
+
+    seconds_by_device: dict[int, float] = field(default_factory=dict)
+    energy_j: float = 0.0
+    energy_known: bool = True
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seconds_by_device.values())
+
+
+@dataclass(slots=True)
+class WindowTotals:
+    measured_seconds: float = 0.0
+    measured_energy_j: float = 0.0
+    attributed_seconds: float = 0.0
+    attributed_energy_j: float = 0.0
+    idle_seconds: float = 0.0
+    idle_energy_j: float = 0.0
+
+
+def split_intervals(
+    *, requests: Iterable[tuple[Hashable, int, int]], intervals: Iterable[Interval], totals: WindowTotals | None = None
+) -> dict[Hashable, Share]:
+    """Split each interval among the requests in flight, as (key, start_ns, end_ns).
+
+    Pure function: the whole attribution model is here. Requests with no overlap get no entry.
+    `totals`, when given, accumulates what was measured, attributed and idle.
+    """
+    spans = sorted((start, end, key) for key, start, end in requests if end > start)
+    shares: dict[Hashable, Share] = {}
+    # One pass in start order: `active` holds the requests that started before the current
+    # interval ends and have not ended before it starts.
+    active: list[tuple[int, int, Hashable]] = []
+    next_span = 0
+    for interval in sorted(intervals, key=lambda i: i.start_ns):
+        length = interval.end_ns - interval.start_ns
+        if length <= 0:
+            continue
+        while next_span < len(spans) and spans[next_span][0] < interval.end_ns:
+            active.append(spans[next_span])
+            next_span += 1
+        active = [s for s in active if s[1] > interval.start_ns]
+        overlapping = active
+        cuts = {interval.start_ns, interval.end_ns}
+        for start, end, _ in overlapping:
+            if interval.start_ns < start < interval.end_ns:
+                cuts.add(start)
+            if interval.start_ns < end < interval.end_ns:
+                cuts.add(end)
+        points = sorted(cuts)
+        energy = interval.energy_j
+        if totals is not None:
+            totals.measured_seconds += interval.seconds
+            totals.measured_energy_j += energy or 0.0
+        for a, b in zip(points, points[1:], strict=False):
+            in_flight = [key for start, end, key in overlapping if start <= a and end >= b]
+            fraction = (b - a) / length
+            seconds = interval.seconds * fraction
+            joules = energy * fraction if energy is not None else None
+            if not in_flight:
+                if totals is not None:
+                    totals.idle_seconds += seconds
+                    totals.idle_energy_j += joules or 0.0
+                continue
+            if totals is not None:
+                totals.attributed_seconds += seconds
+                totals.attributed_energy_j += joules or 0.0
+            each_seconds = seconds / len(in_flight)
+            for key in in_flight:
+                share = shares.setdefault(key, Share())
+                share.seconds_by_device[interval.device_id] = (
+                    share.seconds_by_device.get(interval.device_id, 0.0) + each_seconds
+                )
+                if joules is None:
+                    share.energy_known = False
+                else:
+                    share.energy_j += joules / len(in_flight)
+    return shares
+
+
+# --- Reading the database ---------------------------------------------------------------------
+
+
+def device_intervals(*, device_ids: list[int], start_ns: int, end_ns: int) -> list[Interval]:
+    """The intervals of these devices that overlap [start_ns, end_ns]: from raw samples, and from
+    minute rollups for the part older than a device's oldest raw sample."""
+    max_gap_ns = settings.OCTOTRACE_GPU_MAX_GAP_SECONDS * NS
+    out: list[Interval] = []
+    for device_id in device_ids:
+        rows = list(
+            GpuSample.objects.filter(
+                device_id=device_id, time_unix_nano__gte=start_ns - max_gap_ns, time_unix_nano__lte=end_ns + max_gap_ns
+            )
+            .order_by("time_unix_nano")
+            .values_list("time_unix_nano", "utilization_gpu", "power_mw", "energy_mj")
+        )
+        raw = [
+            i
+            for i in intervals_from_samples(device_id=device_id, samples=rows, max_gap_ns=max_gap_ns)
+            if i.end_ns > start_ns and i.start_ns < end_ns
+        ]
+        out.extend(raw)
+        oldest_raw = rows[0][0] if rows else end_ns + 1
+        if start_ns < oldest_raw:
+            minutes = GpuSampleMinute.objects.filter(
+                device_id=device_id,
+                minute_unix_nano__gte=start_ns - MINUTE_NS,
+                minute_unix_nano__lt=min(end_ns, oldest_raw),
+            ).values_list("minute_unix_nano", "covered_seconds", "energy_j", "utilization_gpu_avg")
+            for minute, covered, energy, util in minutes:
+                if minute + MINUTE_NS > oldest_raw or covered <= 0:
+                    continue
+                out.append(
+                    Interval(
+                        device_id=device_id,
+                        start_ns=minute,
+                        end_ns=minute + MINUTE_NS,
+                        energy_j=energy,
+                        utilization_gpu=util,
+                        coverage=min(covered / 60.0, 1.0),
+                    )
+                )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    id: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    start_ns: int
+    end_ns: int
+    endpoint_id: int
+
+
+def _endpoint_key(address: str | None, port: str | None, *urls: str | None) -> tuple[str, int] | None:
+    if address:
+        try:
+            return address.strip().lower(), int(port) if port not in (None, "") else 0
+        except ValueError:
+            return address.strip().lower(), 0
+    for url in urls:
+        if url:
+            try:
+                return address_from_url(url)
+            except ValueError:
+                continue
+    return None
+
+
+def _requests(*, project_id: int, endpoints: dict[tuple[str, int], int], start_ns: int, end_ns: int) -> list[_Request]:
+    """LLM spans overlapping [start_ns, end_ns] that one of the endpoints served.
+
+    Spans are found through their traces (the trace index on project and start time): a trace
+    that started more than OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS before the window is not looked at.
+    When a matching span's parent matches too (a framework span around the client span of the
+    same call), only the outermost one counts as the request.
+    """
+    lookback_ns = settings.OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS * 3600 * NS
+    trace_ids = list(
+        Trace.objects.filter(
+            project_id=project_id,
+            start_time_unix_nano__lt=end_ns,
+            start_time_unix_nano__gte=start_ns - lookback_ns,
+            end_time_unix_nano__gt=start_ns,
+        ).values_list("trace_id", flat=True)
+    )
+    found: list[_Request] = []
+    for chunk in range(0, len(trace_ids), 500):
+        rows = (
+            Span.objects.filter(
+                project_id=project_id,
+                trace_id__in=trace_ids[chunk : chunk + 500],
+                kind="llm",
+                start_time_unix_nano__lt=end_ns,
+                end_time_unix_nano__gt=start_ns,
+            )
+            .annotate(
+                address=KT("attributes__server.address"),
+                port=KT("attributes__server.port"),
+                api_base=KT("attributes__gen_ai.openai.api_base"),
+                url=KT("attributes__url.full"),
+            )
+            .values_list(
+                "id",
+                "trace_id",
+                "span_id",
+                "parent_span_id",
+                "start_time_unix_nano",
+                "end_time_unix_nano",
+                "address",
+                "port",
+                "api_base",
+                "url",
+            )
+        )
+        for id_, trace_id, span_id, parent, start, end, address, port, api_base, url in rows:
+            key = _endpoint_key(address, port, api_base, url)
+            if key is None:
+                continue
+            endpoint_id = endpoints.get(key) or endpoints.get((key[0], 0))
+            if endpoint_id is not None:
+                found.append(_Request(id_, trace_id, span_id, parent, start, end, endpoint_id))
+    matched = {(r.trace_id, r.span_id) for r in found}
+    return [r for r in found if (r.trace_id, r.parent_span_id) not in matched]
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionResult:
+    spans: int
+    attributed: int
+    traces: int
+
+
+def gpu_attribute(*, project_id: int, start_ns: int, end_ns: int) -> AttributionResult:
+    """(Re)compute the GPU share of every LLM span of the project's endpoints that overlaps the
+    window, and the GPU totals of their traces. Idempotent: a rerun after late samples or spans
+    replaces the figures."""
+    endpoints = list(Endpoint.objects.filter(project_id=project_id).prefetch_related("devices"))
+    endpoints = [e for e in endpoints if e.devices.all()]
+    if not endpoints:
+        return AttributionResult(0, 0, 0)
+    by_address = {(e.server_address.lower(), e.server_port): e.pk for e in endpoints}
+    targets = _requests(project_id=project_id, endpoints=by_address, start_ns=start_ns, end_ns=end_ns)
+    if not targets:
+        return AttributionResult(0, 0, 0)
+    # Every request that shares a GPU with a target, over the targets' whole lifetimes.
+    wide_start = min(r.start_ns for r in targets)
+    wide_end = max(r.end_ns for r in targets)
+    in_flight = _requests(project_id=project_id, endpoints=by_address, start_ns=wide_start, end_ns=wide_end)
+
+    shares: dict[int, Share] = {}
+    prices: dict[int, dict[int, Decimal | None]] = {}
+    for endpoint in endpoints:
+        devices = list(endpoint.devices.all())
+        prices[endpoint.pk] = endpoint_gpu_prices(endpoint=endpoint, devices=devices)
+        intervals = device_intervals(device_ids=[d.pk for d in devices], start_ns=wide_start, end_ns=wide_end)
+        requests = [(r.id, r.start_ns, r.end_ns) for r in in_flight if r.endpoint_id == endpoint.pk]
+        shares.update(split_intervals(requests=requests, intervals=intervals))
+
+    electricity = {e.pk: e.electricity_kwh_price for e in endpoints}
+    updates: list[Span] = []
+    for request in sorted(targets, key=lambda r: (r.trace_id, r.span_id)):
+        share = shares.get(request.id)
+        if share is None:
+            updates.append(Span(id=request.id, gpu_seconds=None, gpu_energy_wh=None, gpu_cost=None))
+            continue
+        energy_wh = share.energy_j / WH if share.energy_known else None
+        updates.append(
+            Span(
+                id=request.id,
+                gpu_seconds=share.seconds,
+                gpu_energy_wh=energy_wh,
+                gpu_cost=_cost(share, prices[request.endpoint_id], electricity[request.endpoint_id], energy_wh),
+            )
+        )
+    trace_ids = sorted({r.trace_id for r in targets})
+    with transaction.atomic():
+        _lock_traces(project_id=project_id, trace_ids=trace_ids)
+        Span.objects.bulk_update(updates, ["gpu_seconds", "gpu_energy_wh", "gpu_cost"], batch_size=500)
+        traces_gpu_rollup(project_id=project_id, trace_ids=trace_ids)
+    attributed = sum(1 for u in updates if u.gpu_seconds is not None)
+    return AttributionResult(spans=len(updates), attributed=attributed, traces=len(trace_ids))
+
+
+def _cost(
+    share: Share, prices: dict[int, Decimal | None], kwh_price: Decimal | None, energy_wh: float | None
+) -> Decimal | None:
+    total = Decimal(0)
+    for device_id, seconds in share.seconds_by_device.items():
+        price = prices.get(device_id)
+        if price is None:
+            return None
+        total += Decimal(repr(seconds)) * price / 3600
+    if kwh_price is not None:
+        if energy_wh is None:
+            return None
+        total += Decimal(repr(energy_wh)) / 1000 * kwh_price
+    return total.quantize(_MONEY)
+
+
+def _lock_traces(*, project_id: int, trace_ids: list[str]) -> None:
+    """The ingest worker's per-trace advisory locks (tracer/ingest.py), in the same order, so this
+    and a batch touching the same trace run one after the other instead of deadlocking."""
+    if connection.vendor != "postgresql":
+        return
+    from tracer.ingest import _lock_key
+
+    keys = sorted(_lock_key(project_id, t) for t in trace_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
+            [keys],
+        )
+
+
+def traces_gpu_rollup(*, project_id: int, trace_ids: list[str]) -> None:
+    """Trace GPU totals = the sums over their spans (NULL when no span has any)."""
+    sums = {
+        row["trace_id"]: row
+        for row in Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
+        .values("trace_id")
+        .annotate(seconds=Sum("gpu_seconds"), energy=Sum("gpu_energy_wh"), cost=Sum("gpu_cost"))
+    }
+    traces = list(Trace.objects.filter(project_id=project_id, trace_id__in=trace_ids).only("id", "trace_id"))
+    for trace in traces:
+        row = sums.get(trace.trace_id, {})
+        trace.gpu_seconds = row.get("seconds")
+        trace.gpu_energy_wh = row.get("energy")
+        trace.gpu_cost = row.get("cost")
+    Trace.objects.bulk_update(traces, ["gpu_seconds", "gpu_energy_wh", "gpu_cost"], batch_size=500)
+
+
+def gpu_attribute_recent(*, now_ns: int) -> int:
+    """The periodic pass: every project with endpoints, over the last attribution window."""
+    window_ns = settings.OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES * 60 * NS
+    count = 0
+    project_ids = Endpoint.objects.values_list("project_id", flat=True).distinct()
+    for project_id in project_ids:
+        count += gpu_attribute(project_id=project_id, start_ns=now_ns - window_ns, end_ns=now_ns).attributed
+    return count

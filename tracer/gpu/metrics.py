@@ -1,0 +1,249 @@
+"""OTLP metrics into GPU samples: `POST /v1/metrics` from `octotrace gpu-agent`, or any OpenTelemetry
+collector that uses the hardware GPU names (OpenTelemetry `hw.gpu.*` semantic conventions, and the
+`hw.gpu.power.draw` / `hw.gpu.energy.consumed` names of OpenLIT's GPU collector).
+
+The receiver stores the body as a GpuMetricsBatch and answers; the GPU worker decodes it here. A
+lost broker message or a dead worker loses nothing: the sweeper re-enqueues pending batches, and
+samples are keyed on (device, time), so processing a batch twice writes each sample once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tracer import otlp
+from tracer.celery import Queues, app
+from tracer.gpu.samples import DeviceKey, SampleRecord, samples_write
+from tracer.models import GpuMetricsBatch, Project
+
+log = logging.getLogger(__name__)
+
+PROCESS_TASK = "gpu.process_metrics"
+# Points of one device whose times are this close are one sample (collectors stamp each
+# instrument separately, a few microseconds apart).
+SAME_SAMPLE_NS = 250_000_000
+
+
+def _percent(value: float, unit: str) -> int:
+    return round(value if unit == "%" else value * 100)
+
+
+def _by_unit(factors: dict[str, float], default: float) -> Callable[[float, str], int]:
+    return lambda value, unit: round(value * factors.get(unit, default))
+
+
+# metric name -> (sample field, conversion from (value, unit)). Energy and power also arrive as the
+# generic hardware metrics `hw.energy` / `hw.power` with hw.type = "gpu".
+_FIELDS: dict[str, tuple[str, Callable[[float, str], Any]]] = {
+    "hw.gpu.utilization": ("utilization_gpu", _percent),
+    "hw.gpu.memory.controller.utilization": ("utilization_memory", _percent),
+    "hw.gpu.memory.usage": ("memory_used_bytes", _by_unit({"By": 1, "MiB": 2**20, "MB": 10**6}, 1)),
+    "hw.gpu.power.draw": ("power_mw", _by_unit({"W": 1000, "mW": 1}, 1000)),
+    "hw.power": ("power_mw", _by_unit({"W": 1000, "mW": 1}, 1000)),
+    "hw.gpu.energy.consumed": ("energy_mj", _by_unit({"J": 1000, "mJ": 1}, 1000)),
+    "hw.energy": ("energy_mj", _by_unit({"J": 1000, "mJ": 1}, 1000)),
+    "hw.gpu.temperature": ("temperature_c", lambda value, unit: round(value)),
+    "hw.gpu.clock.sm": ("sm_clock_mhz", lambda value, unit: round(value)),
+    "hw.gpu.clock.graphics": ("sm_clock_mhz", lambda value, unit: round(value)),
+}
+# Describes the device rather than a sample.
+_MEMORY_LIMIT = "hw.gpu.memory.limit"
+METRIC_NAMES = frozenset({*_FIELDS, _MEMORY_LIMIT})
+_GENERIC = frozenset({"hw.power", "hw.energy"})
+
+
+def _first(attrs: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _device(point: otlp.MetricPoint) -> DeviceKey | None:
+    attrs = {**point.resource_attributes, **point.attributes}
+    uuid = _first(attrs, "hw.id", "gpu.uuid", "UUID")
+    if uuid is None:
+        return None
+    index = _first(attrs, "hw.gpu.index", "gpu.index", "gpu")
+    try:
+        index = int(index) if index is not None else 0
+    except (TypeError, ValueError):
+        index = 0
+    return DeviceKey(
+        host=str(_first(attrs, "host.name", "Hostname") or "")[:255],
+        uuid=str(uuid)[:100],
+        index=max(0, min(index, 32767)),
+        name=str(_first(attrs, "hw.name", "hw.model", "modelName") or "")[:200],
+    )
+
+
+def _relevant(point: otlp.MetricPoint) -> bool:
+    if point.name in _GENERIC and point.attributes.get("hw.type") != "gpu":
+        return False
+    if point.name == "hw.gpu.utilization" and point.attributes.get("hw.gpu.task", "general") != "general":
+        return False  # encoder / decoder utilization: not what serves a model
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    samples: list[SampleRecord]
+    points: int
+    skipped: int
+
+
+def samples_from_request(request: Any) -> Decoded:
+    """Group a metrics request's GPU points into one sample per device and instant."""
+    per_device: dict[str, list[tuple[int, str, Any]]] = {}
+    keys: dict[str, DeviceKey] = {}
+    memory_total: dict[str, int] = {}
+    points = skipped = 0
+    for point in otlp.iter_metric_points(request, names=METRIC_NAMES):
+        if not _relevant(point):
+            continue
+        points += 1
+        key = _device(point)
+        if key is None or point.time_unix_nano <= 0:
+            skipped += 1
+            continue
+        keys[key.uuid] = key
+        if point.name == _MEMORY_LIMIT:
+            memory_total[key.uuid] = round(point.value)
+            continue
+        field, convert = _FIELDS[point.name]
+        try:
+            value = convert(float(point.value), point.unit)
+        except (OverflowError, ValueError):  # NaN or infinity
+            skipped += 1
+            continue
+        if value < 0 and field != "temperature_c":
+            skipped += 1
+            continue
+        per_device.setdefault(key.uuid, []).append((point.time_unix_nano, field, value))
+
+    samples: list[SampleRecord] = []
+    for uuid, items in per_device.items():
+        key = keys[uuid]
+        if uuid in memory_total:
+            key = DeviceKey(key.host, key.uuid, key.index, key.name, memory_total[uuid], key.mig_enabled)
+        items.sort(key=lambda item: item[0])
+        current: SampleRecord | None = None
+        for time_ns, field, value in items:
+            if current is None or time_ns - current.time_unix_nano > SAME_SAMPLE_NS or field in current.values:
+                current = SampleRecord(device=key, time_unix_nano=time_ns, values={})
+                samples.append(current)
+            current.values[field] = value
+    return Decoded(samples=samples, points=points, skipped=skipped)
+
+
+# --- The durable batch ------------------------------------------------------------------------
+
+
+def metrics_batch_accept(
+    *, project: Project, body: bytes, content_type: str, content_encoding: str = "", user_agent: str = ""
+) -> GpuMetricsBatch | None:
+    """Validate an OTLP metrics body and store it; the GPU worker is told once it is committed.
+
+    Raises otlp.BadBody / otlp.BodyTooLarge. Returns None for a valid request with no GPU metric.
+    """
+    data = otlp.decompress(body, encoding=content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES)
+    request = otlp.parse_metrics_request(data, content_type=content_type)
+    points = sum(1 for point in otlp.iter_metric_points(request, names=METRIC_NAMES) if _relevant(point))
+    if points == 0:
+        return None
+    with transaction.atomic():
+        batch = GpuMetricsBatch.objects.create(
+            project=project,
+            body=body,
+            content_type=otlp.media_type(content_type),
+            content_encoding=content_encoding.strip().lower(),
+            user_agent=user_agent[:300],
+            point_count=points,
+        )
+        transaction.on_commit(lambda: metrics_batch_enqueue(batch_id=batch.pk))
+    return batch
+
+
+def metrics_batch_enqueue(*, batch_id: int) -> bool:
+    try:
+        app.send_task(PROCESS_TASK, args=[batch_id], queue=Queues.GPU.value)
+    except Exception:  # noqa: BLE001 - any broker failure; the row is safe and will be swept
+        log.warning("could not enqueue GPU metrics batch %s; the sweeper will retry", batch_id, exc_info=True)
+        return False
+    return True
+
+
+def metrics_batch_process(*, batch_id: int) -> int | None:
+    """Turn a stored metrics batch into samples. Returns the number of samples, None if there was
+    nothing to do. Safe to run twice or concurrently (samples are upserted on device and time)."""
+    claimed = GpuMetricsBatch.objects.filter(
+        pk=batch_id, status=GpuMetricsBatch.Status.PENDING, attempts__lt=settings.OCTOTRACE_BATCH_MAX_ATTEMPTS
+    ).update(attempts=F("attempts") + 1)
+    if not claimed:
+        GpuMetricsBatch.objects.filter(pk=batch_id, status=GpuMetricsBatch.Status.PENDING).update(
+            status=GpuMetricsBatch.Status.FAILED,
+            error=f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts",
+            processed_at=timezone.now(),
+        )
+        return None
+    batch = GpuMetricsBatch.objects.get(pk=batch_id)
+    try:
+        data = otlp.decompress(
+            bytes(batch.body), encoding=batch.content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES
+        )
+        request = otlp.parse_metrics_request(data, content_type=batch.content_type)
+    except (otlp.BadBody, otlp.BodyTooLarge) as exc:
+        metrics_batch_mark_failed(batch_id=batch_id, error=str(exc))
+        return None
+    decoded = samples_from_request(request)
+    with transaction.atomic():
+        samples_write(project_id=batch.project_id, records=decoded.samples)
+        note = f"{decoded.skipped} point(s) without a device id or a usable value" if decoded.skipped else ""
+        GpuMetricsBatch.objects.filter(pk=batch_id).update(
+            status=GpuMetricsBatch.Status.DONE,
+            sample_count=len(decoded.samples),
+            error=note,
+            processed_at=timezone.now(),
+        )
+    return len(decoded.samples)
+
+
+def metrics_batch_mark_failed(*, batch_id: int, error: str) -> None:
+    GpuMetricsBatch.objects.filter(pk=batch_id).exclude(status=GpuMetricsBatch.Status.DONE).update(
+        status=GpuMetricsBatch.Status.FAILED, error=error[:10_000], processed_at=timezone.now()
+    )
+    log.error("GPU metrics batch %s failed: %s", batch_id, error)
+
+
+def metrics_batches_requeue_stuck(*, now: datetime | None = None) -> int:
+    """Re-enqueue pending batches whose message was lost or whose worker died."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.OCTOTRACE_BATCH_STUCK_SECONDS)
+    count = 0
+    stuck = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.PENDING, enqueued_at__lt=cutoff)
+    for batch_id in stuck.values_list("pk", flat=True).iterator():
+        touched = GpuMetricsBatch.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
+        if touched and metrics_batch_enqueue(batch_id=batch_id):
+            count += 1
+    if count:
+        log.warning("re-enqueued %s stuck GPU metrics batch(es)", count)
+    return count
+
+
+def metrics_batches_prune(*, now: datetime | None = None) -> int:
+    """Delete processed batches older than the raw-body retention (their samples are stored).
+    Failed batches are kept for inspection."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS)
+    deleted, _ = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.DONE, received_at__lt=cutoff).delete()
+    return deleted
