@@ -66,6 +66,8 @@ class BudgetAlert(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Set while one check delivers it; a claim older than the retry delay may be taken again.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The email went out (a retry after a failed webhook does not send it again).
+    email_sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, default="")

@@ -1,16 +1,16 @@
-"""Celery tasks of the reports: thin wrappers that take ids and call one service each."""
+"""Celery tasks of the reports: thin wrappers that take ids and call one service each.
+
+Routed to the reports queue by their "reports." names (tracer/celery.py task_routes)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from dashboard.reports import budgets, runs
-from tracer.celery import Queues
 
 
 @shared_task(
     name=runs.ROI_TASK,
-    queue=Queues.REPORTS.value,
     acks_late=True,
     ignore_result=True,
     # No automatic retry: a failed report says why on its page, and the user runs it again.
@@ -27,7 +27,6 @@ def roi_run(run_id: int) -> None:
 
 @shared_task(
     name="reports.budgets_check",
-    queue=Queues.REPORTS.value,
     acks_late=True,
     ignore_result=True,
     soft_time_limit=240,

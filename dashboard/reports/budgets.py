@@ -195,7 +195,7 @@ def _send(alert: BudgetAlert) -> None:
     budget = alert.budget
     payload = alert_payload(alert)
     recipients = _recipients(budget)
-    if recipients:
+    if recipients and alert.email_sent_at is None:
         subject = (
             f"[Octotrace] {budget.project.name}: {alert.threshold}% of the {budget.period} budget "
             f"(${budget.amount_usd}) reached"
@@ -206,6 +206,7 @@ def _send(alert: BudgetAlert) -> None:
             f"of its ${budget.amount_usd} budget.\n"
         )
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+        BudgetAlert.objects.filter(pk=alert.pk).update(email_sent_at=timezone.now())
     if budget.webhook_url:
         request = urllib.request.Request(
             budget.webhook_url,
