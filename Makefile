@@ -6,6 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests"
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium \
+	  || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium)
+
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -21,7 +30,7 @@ run: $(STAMP)
 
 # The whole test suite; DATABASE_URL / CELERY_BROKER_URL select PostgreSQL / Redis (see .ci/run).
 test: export OCTOTRACE_LOCAL_DEV ?= 1
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -154,7 +154,7 @@ TREE_FIELDS = (
 # The tree opens this many levels deep, with at most this many rows; the rest expands on demand,
 # a page of children at a time, so a 10,000-span trace opens as fast as a small one renders.
 OPEN_DEPTH = 4
-ROW_BUDGET = 400
+ROW_BUDGET = 300
 CHILD_PAGE = 100
 
 

@@ -173,13 +173,17 @@ MAX_NESTING = 100
 
 
 def node_totals(forest: Forest) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """For each span id: (its own billed totals, its subtree's), computed children first."""
+    """For each span id: (its own billed totals, its subtree's), computed children first.
+
+    Treat the dicts as read-only: spans without billed usage and leaves share them."""
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for node in reversed(list(forest.walk())):
         own = _empty_totals()
         _add(own, node.span, billed=node.billed)
-        subtree = _empty_totals()
-        _merge(subtree, own)
+        if not node.children:
+            out[node.span_id] = (own, own)
+            continue
+        subtree = dict(own)
         for child in node.children:
             _merge(subtree, out[child.span_id][1])
         out[node.span_id] = (own, subtree)
