@@ -1,0 +1,217 @@
+"""Attribution of GPU seconds, energy and dollars to LLM spans (tracer/gpu/attribution.py).
+
+Figures are worked out by hand in the comments; times are in seconds from T0.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tracer.gpu.attribution import WindowTotals, gpu_attribute, split_intervals
+from tracer.gpu.intervals import Interval, interval_energy_j, intervals_from_samples
+from tracer.gpu.prices import endpoint_upsert
+from tracer.models import GpuDevice, GpuSample, Span, Trace
+
+S = 1_000_000_000
+T0 = 1_780_000_000 * S
+
+
+def iv(start: float, end: float, joules: float | None, device: int = 1) -> Interval:
+    return Interval(device_id=device, start_ns=int(start * S), end_ns=int(end * S), energy_j=joules, utilization_gpu=90)
+
+
+def req(key: str, start: float, end: float) -> tuple[str, int, int]:
+    return key, int(start * S), int(end * S)
+
+
+# --- The model, on its own ----------------------------------------------------------------
+
+
+def test_two_overlapping_requests_on_one_gpu_split_its_seconds_and_energy() -> None:
+    # Four 1 s intervals spending 100, 300, 500 and 700 J. A runs 0-3, B runs 1-4.
+    intervals = [iv(0, 1, 100), iv(1, 2, 300), iv(2, 3, 500), iv(3, 4, 700)]
+    totals = WindowTotals()
+    shares = split_intervals(requests=[req("A", 0, 3), req("B", 1, 4)], intervals=intervals, totals=totals)
+    # A: 1 s alone + half of two shared seconds = 2 s; 100 + 300/2 + 500/2 = 500 J.
+    assert shares["A"].seconds == pytest.approx(2.0)
+    assert shares["A"].energy_j == pytest.approx(500.0)
+    # B: half of two shared seconds + 1 s alone = 2 s; 300/2 + 500/2 + 700 = 1100 J.
+    assert shares["B"].seconds == pytest.approx(2.0)
+    assert shares["B"].energy_j == pytest.approx(1100.0)
+    # Together they got exactly what the GPU measured, and nothing was idle.
+    assert shares["A"].seconds + shares["B"].seconds == pytest.approx(totals.measured_seconds) == pytest.approx(4.0)
+    assert shares["A"].energy_j + shares["B"].energy_j == pytest.approx(totals.measured_energy_j) == 1600
+    assert totals.idle_seconds == 0 and totals.idle_energy_j == 0
+
+
+def test_a_request_outside_every_sample_interval_gets_nothing() -> None:
+    shares = split_intervals(requests=[req("late", 10, 11), req("in", 0, 1)], intervals=[iv(0, 1, 50)])
+    assert "late" not in shares
+    assert shares["in"].energy_j == 50
+
+
+def test_requests_covering_part_of_an_interval_get_that_part_and_the_rest_is_idle() -> None:
+    totals = WindowTotals()
+    # One 2 s interval of 400 J; the request covers 0.5-1.0: a quarter of it.
+    shares = split_intervals(requests=[req("A", 0.5, 1.0)], intervals=[iv(0, 2, 400)], totals=totals)
+    assert shares["A"].seconds == pytest.approx(0.5)
+    assert shares["A"].energy_j == pytest.approx(100.0)
+    assert totals.idle_seconds == pytest.approx(1.5) and totals.idle_energy_j == pytest.approx(300.0)
+    assert totals.attributed_seconds + totals.idle_seconds == pytest.approx(totals.measured_seconds)
+
+
+def test_eight_concurrent_requests_each_get_an_eighth() -> None:
+    requests = [req(f"r{i}", 0, 10) for i in range(8)]
+    intervals = [iv(t, t + 1, 640) for t in range(10)]
+    shares = split_intervals(requests=requests, intervals=intervals)
+    assert {round(s.seconds, 9) for s in shares.values()} == {1.25}
+    assert {round(s.energy_j, 6) for s in shares.values()} == {800.0}
+
+
+def test_a_request_on_two_gpus_gets_seconds_on_each() -> None:
+    shares = split_intervals(requests=[req("A", 0, 1)], intervals=[iv(0, 1, 300, device=1), iv(0, 1, 200, device=2)])
+    assert shares["A"].seconds_by_device == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
+    assert shares["A"].energy_j == pytest.approx(500.0)
+
+
+def test_an_interval_without_energy_makes_the_energy_unknown_not_zero() -> None:
+    shares = split_intervals(requests=[req("A", 0, 2)], intervals=[iv(0, 1, 100), iv(1, 2, None)])
+    assert shares["A"].seconds == pytest.approx(2.0)
+    assert shares["A"].energy_known is False
+
+
+def test_intervals_use_the_energy_counter_else_mean_power_and_skip_gaps() -> None:
+    samples = [
+        (0 * S, 50, 300_000, 10_000),
+        (1 * S, 60, 500_000, 10_450),  # counter: 0.45 J... over 1 s
+        (2 * S, 70, 400_000, 5_000),  # counter went backwards (driver reload): mean power 450 W x 1 s
+        (100 * S, 70, 400_000, 6_000),  # 98 s later: the sampler was down, no interval
+    ]
+    intervals = intervals_from_samples(device_id=1, samples=samples, max_gap_ns=30 * S)
+    assert [(i.start_ns, i.end_ns) for i in intervals] == [(0, S), (S, 2 * S)]
+    assert intervals[0].energy_j == pytest.approx(0.45)
+    assert intervals[1].energy_j == pytest.approx(450.0)
+    assert intervals[1].utilization_gpu == 70
+    no_data = dict(start_energy_mj=None, end_energy_mj=None, start_power_mw=None, end_power_mw=None, seconds=1)
+    assert interval_energy_j(**no_data) is None
+
+
+# --- On the database ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def h100(project_a) -> GpuDevice:
+    """One H100 sampled at 1 Hz from T0 to T0+4 s; its counter spends 100, 300, 500, 700 J."""
+    device = GpuDevice.objects.create(project=project_a, host="nim-1", uuid="GPU-h100", name="NVIDIA H100 80GB HBM3")
+    counter = [0, 100_000, 400_000, 900_000, 1_600_000]  # mJ
+    GpuSample.objects.bulk_create(
+        GpuSample(device=device, time_unix_nano=T0 + t * S, utilization_gpu=90, power_mw=400_000, energy_mj=counter[t])
+        for t in range(5)
+    )
+    return device
+
+
+def add_span(project, trace: str, span: str, start: float, end: float, *, parent: str = "", **attrs) -> Span:
+    trace_id, span_id = trace.ljust(32, "0"), span.ljust(16, "0")
+    parent_id = parent.ljust(16, "0") if parent else ""
+    Trace.objects.update_or_create(
+        project=project,
+        trace_id=trace_id,
+        defaults={"start_time_unix_nano": T0 - 10 * S, "end_time_unix_nano": T0 + 20 * S},
+    )
+    attributes = {"server.address": "nim.internal", "server.port": 8000, **attrs}
+    return Span.objects.create(
+        project=project,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_id,
+        name="chat nemotron",
+        kind="llm",
+        start_time_unix_nano=T0 + int(start * S),
+        end_time_unix_nano=T0 + int(end * S),
+        attributes=attributes,
+    )
+
+
+@pytest.mark.django_db
+def test_it_stores_each_spans_share_and_the_trace_totals(project_a, h100) -> None:
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000/v1", device_uuids=["GPU-h100"])
+    a = add_span(project_a, "aa", "a1", 0, 3)
+    b = add_span(project_a, "bb", "b1", 1, 4)
+    outside = add_span(project_a, "bb", "b2", 10, 12)
+    elsewhere = add_span(project_a, "bb", "b3", 0, 4, **{"server.address": "api.openai.com", "server.port": 443})
+
+    result = gpu_attribute(project_id=project_a.pk, start_ns=T0 - 60 * S, end_ns=T0 + 60 * S)
+    assert (result.spans, result.attributed, result.traces) == (3, 2, 2)
+
+    for span in (a, b, outside, elsewhere):
+        span.refresh_from_db()
+    assert a.gpu_seconds == pytest.approx(2.0) and a.gpu_energy_wh == pytest.approx(500 / 3600)
+    assert b.gpu_seconds == pytest.approx(2.0) and b.gpu_energy_wh == pytest.approx(1100 / 3600)
+    # 2 GPU-seconds of an H100 at the default $2.50 an hour.
+    assert a.gpu_cost == Decimal("0.0013888889")
+    # Outside every sample interval: unknown, not zero. Another host: not attributed at all.
+    assert (outside.gpu_seconds, outside.gpu_energy_wh, outside.gpu_cost) == (None, None, None)
+    assert elsewhere.gpu_seconds is None
+    # Totals equal what the GPU measured: 4 s and 1.6 kJ (counter 0 -> 1,600,000 mJ).
+    assert a.gpu_seconds + b.gpu_seconds == pytest.approx(4.0)
+    assert (a.gpu_energy_wh + b.gpu_energy_wh) * 3600 == pytest.approx(1600.0)
+    trace_b = Trace.objects.get(project=project_a, trace_id="bb".ljust(32, "0"))
+    assert trace_b.gpu_seconds == pytest.approx(b.gpu_seconds)
+    assert trace_b.gpu_cost == b.gpu_cost
+
+    # A rerun (late samples, late spans) replaces the figures, it does not add to them.
+    gpu_attribute(project_id=project_a.pk, start_ns=T0 - 60 * S, end_ns=T0 + 60 * S)
+    a.refresh_from_db()
+    assert a.gpu_seconds == pytest.approx(2.0)
+
+
+@pytest.mark.django_db
+def test_a_call_seen_twice_nested_counts_once(project_a, h100) -> None:
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
+    outer = add_span(project_a, "cc", "c1", 0, 4)
+    inner = add_span(project_a, "cc", "c2", 0, 4, parent="c1")
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    outer.refresh_from_db()
+    inner.refresh_from_db()
+    # The framework span and the client span are one request: it had the GPU to itself.
+    assert outer.gpu_seconds == pytest.approx(4.0)
+    assert inner.gpu_seconds is None
+
+
+@pytest.mark.django_db
+def test_electricity_is_added_and_an_unknown_gpu_model_is_unpriced(project_a, h100) -> None:
+    endpoint = endpoint_upsert(
+        project=project_a,
+        name="nim",
+        base_url="nim.internal",  # any port
+        device_uuids=["GPU-h100"],
+        gpu_hour_price=Decimal("3.60"),
+        electricity_kwh_price=Decimal("0.20"),
+    )
+    span = add_span(project_a, "dd", "d1", 0, 4)
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    span.refresh_from_db()
+    # 4 s at $3.60/h = $0.004, plus 1600 J = 0.000444 kWh at $0.20 = $0.0000888889.
+    assert span.gpu_cost == Decimal("0.0040888889")
+
+    endpoint.gpu_hour_price = None
+    endpoint.save()
+    GpuDevice.objects.filter(pk=h100.pk).update(name="Some Future GPU")
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    span.refresh_from_db()
+    assert span.gpu_seconds == pytest.approx(4.0)
+    assert span.gpu_cost is None  # unpriced, never $0
+
+
+@pytest.mark.django_db
+def test_another_projects_endpoint_attributes_nothing_here(project_a, project_b, h100) -> None:
+    other = GpuDevice.objects.create(project=project_b, host="x", uuid="GPU-b", name="NVIDIA H100")
+    assert other.pk != h100.pk
+    endpoint_upsert(project=project_b, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-b"])
+    span = add_span(project_a, "ee", "e1", 0, 4)
+    assert gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S).spans == 0
+    span.refresh_from_db()
+    assert span.gpu_seconds is None
