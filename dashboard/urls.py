@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import views
+from dashboard import report_views, views
 
 app_name = "dashboard"
 
@@ -27,4 +27,16 @@ urlpatterns = [
     path("p/<slug:slug>/settings/members/<int:member_id>/remove", views.member_remove, name="member-remove"),
     path("p/<slug:slug>/settings/keys", views.key_create, name="key-create"),
     path("p/<slug:slug>/settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
+    # Reports (dashboard/report_views.py)
+    path("p/<slug:slug>/export/<str:kind>.csv", report_views.export_csv, name="export"),
+    path("p/<slug:slug>/reports/", report_views.roi_page, name="roi"),
+    path("p/<slug:slug>/reports/roi/run", report_views.roi_start, name="roi-start"),
+    path("p/<slug:slug>/reports/roi/values", report_views.roi_value, name="roi-value"),
+    path("p/<slug:slug>/reports/roi/<int:run_id>/", report_views.roi_run, name="roi-run"),
+    path("p/<slug:slug>/reports/roi/<int:run_id>.csv", report_views.roi_run_csv, name="roi-run-csv"),
+    path("p/<slug:slug>/reports/waste/", report_views.waste_page, name="waste"),
+    path("p/<slug:slug>/reports/whatif/", report_views.whatif_page, name="whatif"),
+    path("p/<slug:slug>/reports/budgets/", report_views.budgets_page, name="budgets"),
+    path("p/<slug:slug>/reports/budgets/save", report_views.budget_save, name="budget-save"),
+    path("p/<slug:slug>/reports/budgets/delete", report_views.budget_delete, name="budget-delete"),
 ]

@@ -125,12 +125,12 @@ def test_the_traces_list_runs_a_fixed_number_of_queries(client, project_a, bob, 
     for n in range(1, 4):
         crew_trace(project_a, n)
     login(client, bob)
-    # session, user, membership, switcher, count, page, agents of the page, workflow names
-    with django_assert_num_queries(8):
+    # session, user, membership, switcher, count, page, agents of the page, workflow names, budget banner
+    with django_assert_num_queries(9):
         small = client.get(f"/p/{project_a.slug}/traces/")
     for n in range(4, 30):
         crew_trace(project_a, n, start=NOW + n)
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         big = client.get(f"/p/{project_a.slug}/traces/")
     assert small.status_code == big.status_code == 200
     assert len(big.context["listing"].page.object_list) == 29
@@ -139,8 +139,8 @@ def test_the_traces_list_runs_a_fixed_number_of_queries(client, project_a, bob, 
 def test_the_trace_page_runs_a_fixed_number_of_queries(client, project_a, bob, priced, django_assert_num_queries):
     trace = crew_trace(project_a, 1)
     login(client, bob)
-    # session, user, membership, switcher, trace, its spans, the selected span
-    with django_assert_num_queries(7):
+    # session, user, membership, switcher, trace, its spans, the selected span, budget banner
+    with django_assert_num_queries(8):
         response = client.get(f"/p/{project_a.slug}/traces/{trace}/?span={sid(3)}")
     assert response.status_code == 200
 
@@ -200,6 +200,8 @@ def test_an_unknown_model_is_unpriced_not_free(client, project_a, bob, priced) -
         ({"root": "invoke_workflow flow1"}, {1, 3}),
         ({"q": "flow0"}, {2}),
         ({"q": tid(3)}, {3}),
+        ({"q": sid(4)}, {1, 2, 3}),
+        ({"q": "ffffffffffffffff"}, set()),
         ({"model": MODEL}, {1, 2, 3}),
         ({"min_cost": "0.0138"}, set()),
         ({"min_cost": "0.0137"}, {1, 2, 3}),

@@ -117,6 +117,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context.projects",
+                "dashboard.context_processors.budget_banner",
             ],
         },
     },
@@ -211,6 +212,18 @@ OCTOTRACE_GPU_MAX_GAP_SECONDS = env_int("OCTOTRACE_GPU_MAX_GAP_SECONDS", 30, min
 OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = env_int("OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES", 30, minimum=1)
 # Spans are found through their traces: a trace that started longer ago than this is not looked at.
 OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS = env_int("OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS", 6, minimum=1)
+
+# --- Email (budget alerts) -----------------------------------------------------------------
+# SMTP by default (EMAIL_HOST/EMAIL_PORT...); EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend
+# prints alerts instead. Tests use Django's locmem backend.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "octotrace@localhost")
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = VAR_DIR / "broker"

@@ -1,0 +1,401 @@
+"""The reports' pages and CSV downloads. Each view parses the request, calls one service, renders.
+
+Pages: ROI (run in the background, polled), token waste, what-if pricing, budgets. Downloads:
+`/p/<slug>/export/<kind>.csv` with the pages' filters, `/api/v1/export/<kind>.csv` with the list
+API's (and its authentication), and each ROI run's CSV.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import BadRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.access import can_edit, project_view
+from dashboard.filters import TimeRange
+from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
+from dashboard.reports import budgets, exports, roi, runs, waste, whatif
+from tracer.api import BadParameter, _datetime_ns, _project, traces_filtered
+from tracer.models import Membership, Span, Trace
+
+# Page parameters that are not trace filters.
+NOT_FILTERS = ("from", "to", "range", "sort", "page")
+
+
+def _csv_response(rows: Iterator[list[Any]], filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(exports.csv_stream(rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _export(*, kind: str, project, traces, time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+    """The export's rows with the header read already, so a bad parameter fails before streaming."""
+    rows = exports.export_rows(kind=kind, project=project, traces=traces, time_range=time_range, sort=sort)
+    header = next(rows)
+    return itertools.chain([header], rows)
+
+
+@project_view()
+@require_GET
+def export_csv(request: HttpRequest, slug: str, kind: str) -> StreamingHttpResponse:
+    """A list page's CSV: the same time range and filters as the page the button is on."""
+    time_range = TimeRange.from_request(request)
+    filters = {k: v for k, v in request.GET.items() if k not in NOT_FILTERS}
+    sort = request.GET.get("sort", "") if kind in ("agents", "models") else ""
+    try:
+        traces = time_range.filter(traces_filtered(project=request.project, params=filters))
+        rows = _export(kind=kind, project=request.project, traces=traces, time_range=time_range, sort=sort)
+    except (BadParameter, exports.UnknownExport) as exc:
+        raise BadRequest(str(exc)) from None
+    filename = exports.export_filename(kind=kind, project=request.project, label=time_range.label)
+    return _csv_response(rows, filename)
+
+
+@require_GET
+def api_export(request: HttpRequest, kind: str) -> StreamingHttpResponse | JsonResponse:
+    """`GET /api/v1/export/<kind>.csv`: authenticated and filtered like `GET /api/v1/traces`
+    (from/to are ISO datetimes; agents, models and daily cover the calls started between them)."""
+    project = _project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    params = request.GET
+    try:
+        traces = traces_filtered(project=project, params=params)
+        time_range = TimeRange(
+            start_ns=_datetime_ns("from", params["from"]) if params.get("from") else None,
+            end_ns=_datetime_ns("to", params["to"]) if params.get("to") else None,
+            label="",
+            params={},
+        )
+        rows = _export(kind=kind, project=project, traces=traces, time_range=time_range, sort=params.get("sort", ""))
+    except (BadParameter, exports.UnknownExport) as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return _csv_response(rows, exports.export_filename(kind=kind, project=project))
+
+
+# --- ROI ----------------------------------------------------------------------------------------
+
+
+def _workflows(project, time_range: TimeRange) -> list[str]:
+    names = (
+        time_range.filter(Trace.objects.filter(project=project))
+        .values_list("root_span_name", flat=True)
+        .distinct()
+        .order_by("root_span_name")[:200]
+    )
+    return [name or roi.NO_ROOT for name in names]
+
+
+@project_view()
+@require_GET
+def roi_page(request: HttpRequest, slug: str) -> HttpResponse:
+    time_range = TimeRange.from_request(request)
+    project = request.project
+    values = {v.workflow: v for v in WorkflowValue.objects.filter(project=project)}
+    workflows = sorted(set(_workflows(project, time_range)) | set(values))
+    recent = ReportRun.objects.filter(project=project, kind=ReportRun.Kind.ROI).order_by("-created_at")[:10]
+    context = {
+        "page": "reports",
+        "report": "roi",
+        "time_range": time_range,
+        "workflows": [(name, values.get(name)) for name in workflows],
+        "recent": recent,
+        "can_value": request.membership.role in (Membership.Role.OWNER, Membership.Role.MEMBER),
+    }
+    return render(request, "dashboard/reports/roi.html", context)
+
+
+@project_view()
+@require_POST
+def roi_start(request: HttpRequest, slug: str) -> HttpResponse:
+    time_range = TimeRange.from_request(request)
+    run = runs.roi_report_start(
+        project=request.project,
+        start_ns=time_range.start_ns,
+        end_ns=time_range.end_ns,
+        label=time_range.label,
+        user=request.user,
+    )
+    return redirect("dashboard:roi-run", slug=slug, run_id=run.pk)
+
+
+def _run(request: HttpRequest, run_id: int) -> ReportRun:
+    return get_object_or_404(ReportRun, pk=run_id, project=request.project, kind=ReportRun.Kind.ROI)
+
+
+def _line(x: list[Any], series: dict[str, list[Any]], *, title: str, unit: str) -> dict:
+    data = [
+        {"type": "scatter", "mode": "lines+markers", "name": name or "(none)", "x": x, "y": ys}
+        for name, ys in series.items()
+    ]
+    layout = {
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
+        "height": 260,
+        "legend": {"orientation": "h", "y": -0.2},
+        "font": {"size": 11},
+        "title": {"text": title},
+        "yaxis": {"title": {"text": unit}},
+    }
+    return {"data": data, "layout": layout}
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def roi_figures(result: dict[str, Any]) -> dict[str, dict]:
+    rows = result["workflows"]
+    names = [r["workflow"] for r in rows]
+    weeks = sorted({w["week"] for w in result["weeks"]})
+    by_workflow: dict[str, dict[str, dict]] = {}
+    for w in result["weeks"]:
+        by_workflow.setdefault(w["workflow"], {})[w["week"]] = w
+    cost_per_success = {
+        name: [_float(points.get(week, {}).get("cost_per_successful_run_usd")) for week in weeks]
+        for name, points in by_workflow.items()
+    }
+    success_rate = {
+        name: [_float(points.get(week, {}).get("success_rate")) for week in weeks]
+        for name, points in by_workflow.items()
+    }
+    bars = {
+        "data": [
+            {"type": "bar", "name": "cost", "x": names, "y": [_float(r["cost_usd"]) or 0 for r in rows]},
+            {"type": "bar", "name": "value", "x": names, "y": [_float(r["value_usd"]) or 0 for r in rows]},
+        ],
+        "layout": {
+            "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
+            "height": 260,
+            "barmode": "group",
+            "legend": {"orientation": "h", "y": -0.2},
+            "font": {"size": 11},
+            "title": {"text": "Cost and value by workflow"},
+            "yaxis": {"title": {"text": "USD"}},
+        },
+    }
+    return {
+        "value": bars if rows else {"data": [], "layout": {}},
+        "cost_per_success": _line(weeks, cost_per_success, title="Cost per successful run, by week", unit="USD"),
+        "success_rate": _line(weeks, success_rate, title="Success rate, by week", unit="share of runs"),
+    }
+
+
+@project_view()
+@require_GET
+def roi_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = _run(request, run_id)
+    context: dict[str, Any] = {"page": "reports", "report": "roi", "run": run}
+    if run.status == ReportRun.Status.DONE:
+        context["result"] = run.result
+        context["figures"] = roi_figures(run.result)
+    response = render(request, "dashboard/reports/roi_run.html", context)
+    if run.status in (ReportRun.Status.PENDING, ReportRun.Status.RUNNING):
+        # The page reloads itself until the report is done (no script needed).
+        response["Refresh"] = "1"
+    return response
+
+
+@project_view()
+@require_GET
+def roi_run_csv(request: HttpRequest, slug: str, run_id: int) -> StreamingHttpResponse:
+    run = _run(request, run_id)
+    if run.status != ReportRun.Status.DONE:
+        raise Http404("this report is not finished")
+    label = run.params.get("label", "") if isinstance(run.params, dict) else ""
+    filename = exports.export_filename(kind=f"roi-{run.pk}", project=request.project, label=label)
+    return _csv_response(roi.roi_csv_rows(result=run.result), filename)
+
+
+@project_view(min_role=Membership.Role.MEMBER)
+@require_POST
+def roi_value(request: HttpRequest, slug: str) -> HttpResponse:
+    workflow = request.POST.get("workflow", "").strip()
+    raw = request.POST.get("value_usd", "").strip()
+    back = reverse("dashboard:roi", args=[slug]) + "?" + request.GET.urlencode()
+    try:
+        if raw == "":
+            WorkflowValue.objects.filter(project=request.project, workflow=workflow).delete()
+            messages.success(request, f"Value of {workflow} removed.")
+            return redirect(back)
+        roi.workflow_value_set(project=request.project, workflow=workflow, value_usd=Decimal(raw), user=request.user)
+    except (InvalidOperation, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else f"{raw!r} is not an amount of dollars"
+        raise BadRequest(reason) from None
+    messages.success(request, f"Value per successful run of {workflow} saved.")
+    return redirect(back)
+
+
+# --- Token waste ------------------------------------------------------------------------------
+
+
+def _scoped_traces(request: HttpRequest, time_range: TimeRange):
+    """The period's traces, narrowed to one workflow (?workflow=) or one trace (?trace=)."""
+    traces = Trace.objects.filter(project=request.project)
+    trace_id = request.GET.get("trace", "").strip().lower()
+    if trace_id:
+        return traces.filter(trace_id=trace_id), "trace " + trace_id
+    traces = time_range.filter(traces)
+    workflow = request.GET.get("workflow", "").strip()
+    if workflow:
+        return traces.filter(root_span_name="" if workflow == roi.NO_ROOT else workflow), workflow
+    return traces, "all workflows"
+
+
+@project_view()
+@require_GET
+def waste_page(request: HttpRequest, slug: str) -> HttpResponse:
+    time_range = TimeRange.from_request(request)
+    traces, scope = _scoped_traces(request, time_range)
+    result = waste.waste_compute(project=request.project, traces=traces)
+    growth = result["growth"]
+    turns = sorted({point["turn"] for points in growth.values() for point in points})
+    series = {
+        agent or "(no agent)": [next((p["avg_input_tokens"] for p in points if p["turn"] == t), None) for t in turns]
+        for agent, points in growth.items()
+    }
+    agents = sorted(result["by_agent"].items(), key=lambda kv: -kv[1]["input_tokens"])[:20]
+    figures = {
+        "growth": _line(turns, series, title="Context growth: input tokens per turn, by agent", unit="tokens"),
+        "resent": {
+            "data": [
+                {
+                    "type": "bar",
+                    "name": "unique input",
+                    "x": [a or "(no agent)" for a, _ in agents],
+                    "y": [f["unique_input_tokens"] for _, f in agents],
+                },
+                {
+                    "type": "bar",
+                    "name": "re-sent input",
+                    "x": [a or "(no agent)" for a, _ in agents],
+                    "y": [f["resent_tokens"] for _, f in agents],
+                },
+            ],
+            "layout": {
+                "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
+                "height": 260,
+                "barmode": "stack",
+                "legend": {"orientation": "h", "y": -0.2},
+                "font": {"size": 11},
+                "title": {"text": "Unique and re-sent input tokens by agent"},
+                "yaxis": {"title": {"text": "tokens"}},
+            },
+        },
+    }
+    context = {
+        "page": "reports",
+        "report": "waste",
+        "time_range": time_range,
+        "scope": scope,
+        "result": result,
+        "figures": figures,
+        "workflows": _workflows(request.project, time_range),
+    }
+    return render(request, "dashboard/reports/waste.html", context)
+
+
+# --- What-if ----------------------------------------------------------------------------------
+
+SCENARIO_FIELDS = (
+    "target_model",
+    "from_model",
+    "input_price",
+    "cached_input_price",
+    "output_price",
+    "gpu_hourly_usd",
+    "tokens_per_second",
+)
+
+
+@project_view()
+@require_GET
+def whatif_page(request: HttpRequest, slug: str) -> HttpResponse:
+    time_range = TimeRange.from_request(request)
+    traces, scope = _scoped_traces(request, time_range)
+    asked = any(request.GET.get(name) for name in SCENARIO_FIELDS)
+    result = None
+    if asked:
+        try:
+            scenario = whatif.scenario_parse(params=request.GET)
+        except whatif.BadScenario as exc:
+            raise BadRequest(str(exc)) from None
+        result = whatif.whatif_compute(project=request.project, traces=traces, scenario=scenario)
+    models = (
+        time_range.filter(Span.objects.filter(project=request.project, billed=True))
+        .exclude(model="")
+        .values_list("model", flat=True)
+        .distinct()
+        .order_by("model")[:200]
+    )
+    context = {
+        "page": "reports",
+        "report": "whatif",
+        "time_range": time_range,
+        "scope": scope,
+        "result": result,
+        "models": list(models),
+        "workflows": _workflows(request.project, time_range),
+        "params": {name: request.GET.get(name, "") for name in (*SCENARIO_FIELDS, "trace", "workflow")},
+    }
+    return render(request, "dashboard/reports/whatif.html", context)
+
+
+# --- Budgets ----------------------------------------------------------------------------------
+
+
+def _budgets_context(request: HttpRequest) -> dict[str, Any]:
+    today = timezone.now().astimezone(UTC).date()
+    rows = []
+    for budget in Budget.objects.filter(project=request.project).order_by("period"):
+        start = budgets.period_start(period=budget.period, day=today)
+        spend = budgets.budget_spend(budget=budget, start=start)
+        rows.append({"budget": budget, "start": start, "spend": spend, "share": spend / budget.amount_usd})
+    alerts = (
+        BudgetAlert.objects.filter(budget__project=request.project)
+        .select_related("budget")
+        .order_by("-created_at")[:20]
+    )
+    return {"page": "reports", "report": "budgets", "rows": rows, "alerts": alerts, "can_edit": can_edit(request)}
+
+
+@project_view()
+@require_GET
+def budgets_page(request: HttpRequest, slug: str) -> HttpResponse:
+    return render(request, "dashboard/reports/budgets.html", _budgets_context(request))
+
+
+@project_view(min_role=Membership.Role.OWNER)
+@require_POST
+def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        budgets.budget_set(
+            project=request.project,
+            period=request.POST.get("period", ""),
+            amount_usd=request.POST.get("amount_usd", ""),
+            email_to=request.POST.get("email_to", ""),
+            webhook_url=request.POST.get("webhook_url", ""),
+        )
+    except budgets.BadBudget as exc:
+        context = {**_budgets_context(request), "error": str(exc), "form": request.POST}
+        return render(request, "dashboard/reports/budgets.html", context, status=400)
+    messages.success(request, "Budget saved.")
+    return redirect("dashboard:budgets", slug=slug)
+
+
+@project_view(min_role=Membership.Role.OWNER)
+@require_POST
+def budget_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    budgets.budget_delete(project=request.project, period=request.POST.get("period", ""))
+    messages.success(request, "Budget removed.")
+    return redirect("dashboard:budgets", slug=slug)
