@@ -1,0 +1,56 @@
+"""`manage.py export <kind> --project <slug>`: the CSV exports, streamed to a file or stdout."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from dashboard.filters import TimeRange
+from dashboard.reports import exports
+from tracer.api import BadParameter, _datetime_ns, traces_filtered
+from tracer.models import Project
+
+# The list API's filters, with the same meaning (see docs/api.md).
+FILTERS = ("from", "to", "status", "min_cost", "session", "root", "q", "agent", "model")
+
+
+class Command(BaseCommand):
+    help = "Export traces, spans, per-agent or per-model summaries, or cost per day as CSV (streamed)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("kind", choices=exports.KINDS)
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--output", "-o", help="file to write (default: standard output)")
+        for name in FILTERS:
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"as ?{name}= in /api/v1/traces")
+
+    def handle(self, *args, kind: str, project: str, output: str | None, **options) -> None:
+        found = Project.objects.filter(slug=project).first()
+        if found is None:
+            raise CommandError(f"no project with the slug {project!r}")
+        params = {name: options[name] for name in FILTERS if options.get(name)}
+        try:
+            traces = traces_filtered(project=found, params=params)
+            time_range = TimeRange(
+                start_ns=_datetime_ns("from", params["from"]) if "from" in params else None,
+                end_ns=_datetime_ns("to", params["to"]) if "to" in params else None,
+                label="",
+                params={},
+            )
+            rows = exports.export_rows(kind=kind, project=found, traces=traces, time_range=time_range)
+            header = next(rows)
+        except BadParameter as exc:
+            raise CommandError(str(exc)) from None
+        pieces = exports.csv_stream(_with(header, rows))
+        if not output:
+            for piece in pieces:  # whole rows per piece, so each decodes on its own
+                self.stdout.write(piece.decode(), ending="")
+            return
+        with open(output, "wb") as stream:
+            for piece in pieces:
+                stream.write(piece)
+        self.stderr.write(f"Wrote the {kind} export of {project} to {output}.")
+
+
+def _with(header, rows):
+    yield header
+    yield from rows

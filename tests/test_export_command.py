@@ -1,0 +1,39 @@
+"""`manage.py export` (dashboard/management/commands/export.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests import reports_data
+from tests.reports_data import T3, T4
+
+
+@pytest.fixture
+def loaded(project_a):
+    reports_data.load(project_a)
+    return project_a
+
+
+def test_it_writes_the_export_to_stdout_with_the_list_filters(loaded) -> None:
+    out = io.StringIO()
+    call_command("export", "traces", "--project", loaded.slug, "--from", "2026-03-10T00:00:00Z", stdout=out)
+    assert [r["trace_id"] for r in csv.DictReader(io.StringIO(out.getvalue()))] == [T4, T3]
+
+
+def test_it_writes_a_file(loaded, tmp_path) -> None:
+    target = tmp_path / "daily.csv"
+    call_command("export", "daily", "--project", loaded.slug, "-o", str(target), stderr=io.StringIO())
+    rows = list(csv.DictReader(target.open()))
+    assert [(r["day"], Decimal(r["cost_usd"])) for r in rows][:1] == [("2026-03-02", Decimal("8.25"))]
+
+
+def test_it_refuses_an_unknown_project_or_bad_filter(loaded) -> None:
+    with pytest.raises(CommandError, match="no project"):
+        call_command("export", "spans", "--project", "nope")
+    with pytest.raises(CommandError, match="status must be ok or error"):
+        call_command("export", "spans", "--project", loaded.slug, "--status", "meh")
