@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
@@ -27,12 +29,22 @@ def _bucket_ns(time_range: TimeRange) -> int:
     return HOUR_NS if seconds is not None and seconds <= 2 * 86_400 else DAY_NS
 
 
-def _percentile(durations, count: int, fraction: float) -> int | None:
-    """Nearest-rank percentile of trace durations, computed in the database (one query)."""
+def _percentiles(traces, count: int, fractions: tuple[float, ...]) -> list[int | None]:
+    """Percentiles of trace duration (nearest rank), computed in the database: one
+    percentile_disc query on PostgreSQL, one ordered offset query per fraction elsewhere."""
     if count == 0:
-        return None
-    rank = min(count - 1, round(fraction * (count - 1)))
-    return durations.order_by("duration").values_list("duration", flat=True)[rank]
+        return [None] * len(fractions)
+    durations = traces.annotate(duration=F("end_time_unix_nano") - F("start_time_unix_nano"))
+    if connection.vendor == "postgresql":
+        sql, params = durations.values("duration").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY duration) FROM ({sql}) AS d",
+                [list(fractions), *params],
+            )
+            return list(cursor.fetchone()[0])
+    ranks = [min(count - 1, round(f * (count - 1))) for f in fractions]
+    return [durations.order_by("duration").values_list("duration", flat=True)[rank] for rank in ranks]
 
 
 # --- Overview ---------------------------------------------------------------------------------
@@ -51,27 +63,41 @@ def overview(*, project: Project, time_range: TimeRange) -> dict[str, Any]:
     count = stats["trace_count"]
     stats["cost_per_trace"] = stats["cost"] / count if count and stats["cost"] is not None else None
     stats["error_rate"] = stats["error_traces"] / count if count else None
-    durations = traces.annotate(duration=F("end_time_unix_nano") - F("start_time_unix_nano"))
-    stats["p50_ns"] = _percentile(durations, count, 0.50)
-    stats["p95_ns"] = _percentile(durations, count, 0.95)
+    stats["p50_ns"], stats["p95_ns"] = _percentiles(traces, count, (0.50, 0.95))
 
     bucket_ns = _bucket_ns(time_range)
-    billed = time_range.filter(Span.objects.filter(project=project, billed=True)).annotate(
-        bucket=F("start_time_unix_nano") / bucket_ns
+    # One pass over the billed spans of the range, grouped by time bucket, model and agent; the
+    # three charts are sums of these groups.
+    groups = list(
+        time_range.filter(Span.objects.filter(project=project, billed=True))
+        .annotate(bucket=F("start_time_unix_nano") / bucket_ns)
+        .values("bucket", "model", "agent_name")
+        .annotate(c=Sum("cost"), **TOKEN_SUMS)
+        .order_by()
     )
-    by_model = billed.values_list("bucket", "model").annotate(c=Sum("cost")).order_by()
-    by_agent = billed.values_list("bucket", "agent_name").annotate(c=Sum("cost")).order_by()
-    agent_tokens = list(billed.values("agent_name").annotate(**TOKEN_SUMS).order_by("-input_tokens", "agent_name")[:20])
+    by_model: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    by_agent: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    tokens: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(tree.TOKEN_FIELDS, 0))
+    for g in groups:
+        by_model[g["bucket"], g["model"]] += g["c"] or 0
+        by_agent[g["bucket"], g["agent_name"]] += g["c"] or 0
+        for name in tree.TOKEN_FIELDS:
+            tokens[g["agent_name"]][name] += g[name]
+    top = sorted(tokens.items(), key=lambda kv: (-kv[1]["input_tokens"], kv[0]))[:20]
     figures = {
-        "cost_by_model": charts.stacked_bars(by_model, bucket_ns=bucket_ns, title="Cost by model", unit="USD"),
-        "cost_by_agent": charts.stacked_bars(by_agent, bucket_ns=bucket_ns, title="Cost by agent", unit="USD"),
+        "cost_by_model": charts.stacked_bars(
+            ((b, m, c) for (b, m), c in by_model.items()), bucket_ns=bucket_ns, title="Cost by model", unit="USD"
+        ),
+        "cost_by_agent": charts.stacked_bars(
+            ((b, a, c) for (b, a), c in by_agent.items()), bucket_ns=bucket_ns, title="Cost by agent", unit="USD"
+        ),
         "tokens_by_agent": charts.bars(
-            [row["agent_name"] or "(no agent)" for row in agent_tokens],
+            [agent or "(no agent)" for agent, _ in top],
             {
-                "input (uncached)": [r["input_tokens"] - r["cached_input_tokens"] for r in agent_tokens],
-                "cached input": [r["cached_input_tokens"] for r in agent_tokens],
-                "output": [r["output_tokens"] - r["reasoning_tokens"] for r in agent_tokens],
-                "reasoning": [r["reasoning_tokens"] for r in agent_tokens],
+                "input (uncached)": [t["input_tokens"] - t["cached_input_tokens"] for _, t in top],
+                "cached input": [t["cached_input_tokens"] for _, t in top],
+                "output": [t["output_tokens"] - t["reasoning_tokens"] for _, t in top],
+                "reasoning": [t["reasoning_tokens"] for _, t in top],
             },
             title="Tokens by agent",
             unit="tokens",
@@ -108,7 +134,12 @@ def traces_page(*, project: Project, time_range: TimeRange, params: Any) -> Trac
     column = TRACE_SORTS.get(sort.lstrip("-"))
     if column is None:
         raise BadParameter(f"sort={sort!r}: use one of {', '.join(TRACE_SORTS)} (prefix - for descending)")
-    order = F(column).desc(nulls_last=True) if sort.startswith("-") else F(column).asc(nulls_first=True)
+    # Unpriced (NULL cost) traces sort below priced ones either way; NOT NULL columns keep the
+    # plain order so the (project, -start) index serves the default sort.
+    if sort.startswith("-"):
+        order = F(column).desc(nulls_last=True) if column == "cost" else F(column).desc()
+    else:
+        order = F(column).asc(nulls_last=True) if column == "cost" else F(column).asc()
     traces = traces.annotate(duration=F("end_time_unix_nano") - F("start_time_unix_nano")).order_by(order, "-pk")
     page = Paginator(traces, PAGE_SIZE).get_page(params.get("page"))
     ids = [t.trace_id for t in page.object_list]

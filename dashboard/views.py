@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -77,6 +78,11 @@ def _trace_view(request: HttpRequest, trace_id: str) -> selectors.TraceView:
     return view
 
 
+def _readable(attributes: dict) -> list[tuple[str, str]]:
+    """Attributes sorted by key, values as text (lists and numbers as JSON, as they were sent)."""
+    return [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(attributes.items())]
+
+
 def _span_panel(request: HttpRequest, trace_id: str, span_id: str) -> dict:
     span = selectors.span_detail(project=request.project, trace_id=trace_id, span_id=span_id)
     if span is None:
@@ -84,8 +90,8 @@ def _span_panel(request: HttpRequest, trace_id: str, span_id: str) -> dict:
     return {
         "span": span,
         "content": selectors.span_content(span),
-        "attributes": sorted(span.attributes.items()),
-        "resource_attributes": sorted(span.resource_attributes.items()),
+        "attributes": _readable(span.attributes),
+        "resource_attributes": _readable(span.resource_attributes),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,6 +25,7 @@ from tracer.projects import apikey_authenticate
 from tracer.views import request_secret
 
 PAGE_SIZE = 50
+HEX_ID = re.compile(r"[0-9a-fA-F]+")
 MAX_PAGE_SIZE = 500
 SPAN_FIELDS = (
     "span_id",
@@ -153,13 +155,15 @@ def traces_filtered(*, project: Project, params: Any) -> Any:
         traces = traces.filter(root_span_name=params["root"])
     spans = Span.objects.filter(project=project, trace_id=OuterRef("trace_id"))
     if params.get("q"):
-        # Names and ids: the root's name, any span's name, the trace id, or a span id.
+        # The workflow (root span) name, or an id: a trace id (32 hex digits) or a span id (16).
         q = params["q"].strip()
-        traces = traces.filter(
-            Q(root_span_name__icontains=q)
-            | Q(trace_id=q.lower())
-            | Exists(spans.filter(Q(name__icontains=q) | Q(span_id=q.lower())))
-        )
+        match = Q(root_span_name__icontains=q)
+        if HEX_ID.fullmatch(q) and len(q) == 32:
+            match |= Q(trace_id=q.lower())
+        elif HEX_ID.fullmatch(q) and len(q) == 16:
+            by_span = Span.objects.filter(project=project, span_id=q.lower()).values("trace_id")
+            match |= Q(trace_id__in=by_span)
+        traces = traces.filter(match)
     if params.get("agent"):
         traces = traces.filter(Exists(spans.filter(agent_name=params["agent"])))
     if params.get("model"):

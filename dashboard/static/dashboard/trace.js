@@ -76,11 +76,22 @@
     row.classList.add("selected");
     get(table.dataset.spanUrl + encodeURIComponent(id)).then(function (html) {
       panel.replaceChildren(fragment(html));
+      panel.classList.add("open");
       var u = new URL(window.location.href);
       u.searchParams.set("span", id);
       window.history.replaceState(null, "", u.toString());
     });
   }
+
+  panel.addEventListener("click", function (event) {
+    if (!event.target.closest("[data-close-panel]")) { return; }
+    event.preventDefault();
+    panel.classList.remove("open");
+    body.querySelectorAll("tr.selected").forEach(function (r) { r.classList.remove("selected"); });
+    var u = new URL(window.location.href);
+    u.searchParams.delete("span");
+    window.history.replaceState(null, "", u.toString());
+  });
 
   body.addEventListener("click", function (event) {
     var target = event.target;
