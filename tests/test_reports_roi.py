@@ -130,3 +130,10 @@ def test_a_report_run_stores_its_result_and_progress(loaded, alice, django_captu
     assert by_name(run.result)[RESEARCH]["successful_runs"] == 1
     # A second delivery of the same task does not compute it again.
     assert runs.report_run_execute(run_id=run.pk) is False
+
+
+def test_the_csv_keeps_negative_figures_numeric(loaded) -> None:
+    rows = list(roi.roi_csv_rows(result=report(loaded)))
+    research = rows[1]
+    assert research[roi.ROI_COLUMNS.index("roi_percent") + 1] == Decimal("-14.89")
+    assert research[roi.ROI_COLUMNS.index("workflow") + 1] == RESEARCH

@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from dashboard.models import WorkflowValue
-from dashboard.reports.common import add, has_gpu_cost, money, week_of
+from dashboard.reports.common import add, has_gpu_cost, money, unmoney, week_of
 from tracer.models import Project, Span, Trace
 from tracer.semconv import SUCCESS_KEYS
 
@@ -213,14 +213,20 @@ def _figures(name: str, tally: _Tally, value_per_run: Decimal | None) -> dict[st
     }
 
 
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    # Numbers go out as numbers: money is stored as decimal strings, and a negative one would
+    # otherwise be taken for a formula by the CSV guard and quoted as text.
+    return [row["workflow"], *(unmoney(row[c]) if isinstance(row[c], str) else row[c] for c in ROI_COLUMNS[1:])]
+
+
 def roi_csv_rows(*, result: dict[str, Any]) -> Iterator[list[Any]]:
     """The report's CSV: one row per workflow, the totals, then one row per workflow and week."""
     yield ["period", *ROI_COLUMNS]
     for row in result["workflows"]:
-        yield ["all", *(row[c] for c in ROI_COLUMNS)]
-    yield ["all", *(result["totals"][c] for c in ROI_COLUMNS)]
+        yield ["all", *_csv_row(row)]
+    yield ["all", *_csv_row(result["totals"])]
     for row in result["weeks"]:
-        yield [f"week of {row['week']}", *(row[c] for c in ROI_COLUMNS)]
+        yield [f"week of {row['week']}", *_csv_row(row)]
 
 
 def workflow_value_set(*, project: Project, workflow: str, value_usd: Decimal, user: Any = None) -> WorkflowValue:
