@@ -41,9 +41,13 @@ def plotly_js(request: HttpRequest) -> FileResponse:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    membership = (
-        Membership.objects.filter(user=request.user).select_related("project").order_by("project__name").first()
-    )
+    """The project the switcher names (`?project=<slug>`), else the user's first project."""
+    memberships = Membership.objects.filter(user=request.user).select_related("project")
+    if request.GET.get("project"):
+        memberships = memberships.filter(project__slug=request.GET["project"])
+    membership = memberships.order_by("project__name").first()
+    if membership is None and request.GET.get("project"):
+        raise Http404("no such project")
     if membership is None:
         return render(request, "dashboard/no_projects.html")
     return redirect("dashboard:overview", slug=membership.project.slug)

@@ -100,6 +100,15 @@ def test_home_opens_my_first_project(client, project_a, bob) -> None:
     assert response.status_code == 302 and response["Location"] == f"/p/{project_a.slug}/"
 
 
+def test_the_switcher_opens_the_project_it_names_and_only_mine(client, project_a, project_b, alice) -> None:
+    other = Project.objects.create(name="Zeta", slug="zeta")
+    Membership.objects.create(project=other, user=alice, role=Membership.Role.VIEWER)
+    login(client, alice)
+    assert client.get("/", {"project": "zeta"})["Location"] == "/p/zeta/"
+    # Not a member of project B: the switcher does not open it.
+    assert client.get("/", {"project": project_b.slug}).status_code == 404
+
+
 def test_a_user_without_projects_is_told_how_to_get_one(client, charlie) -> None:
     assert "No projects yet" in login(client, charlie).get("/").content.decode()
 

@@ -3,7 +3,7 @@
   "use strict";
   document.addEventListener("change", function (event) {
     var el = event.target;
-    if (el.id === "project-switcher") { window.location.assign(el.value); }
+    if (el.id === "project-switcher") { el.form.submit(); }
     if (el.matches("select[data-autosubmit]")) { el.form.submit(); }
   });
 })();
