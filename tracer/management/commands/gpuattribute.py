@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from tracer.gpu.attribution import gpu_attribute
+from tracer.gpu.intervals import NS
+from tracer.models import Project
+
+
+def _when(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{value!r} is not an ISO date or time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Recompute the GPU attribution of a project's LLM spans over a time range (after mapping an "
+        "endpoint, or for spans older than the periodic task's window), one hour at a time."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--since", required=True, help="ISO date or time (UTC unless it says otherwise)")
+        parser.add_argument("--until", help="ISO date or time (default: now)")
+
+    def handle(self, *args, project: str, since: str, until: str | None, **options) -> None:
+        try:
+            target = Project.objects.get(slug=project)
+        except Project.DoesNotExist:
+            raise CommandError(f"no project with the slug {project!r}") from None
+        start, end = _when(since), _when(until) if until else timezone.now()
+        if start >= end:
+            raise CommandError("--since must be before --until")
+        spans = attributed = 0
+        while start < end:
+            stop = min(start + timedelta(hours=1), end)
+            result = gpu_attribute(
+                project_id=target.pk, start_ns=int(start.timestamp() * NS), end_ns=int(stop.timestamp() * NS)
+            )
+            spans += result.spans
+            attributed += result.attributed
+            start = stop
+        self.stdout.write(f"{spans} LLM span(s) on a mapped endpoint; {attributed} covered by GPU samples.")
