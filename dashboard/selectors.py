@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,7 +44,8 @@ def _percentiles(traces, count: int, fractions: tuple[float, ...]) -> list[int |
                 [list(fractions), *params],
             )
             return list(cursor.fetchone()[0])
-    ranks = [min(count - 1, round(f * (count - 1))) for f in fractions]
+    # percentile_disc's rank: the first value whose cumulative share reaches the fraction.
+    ranks = [max(0, math.ceil(f * count) - 1) for f in fractions]
     return [durations.order_by("duration").values_list("duration", flat=True)[rank] for rank in ranks]
 
 

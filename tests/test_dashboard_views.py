@@ -440,3 +440,11 @@ def test_plotly_is_served_by_us(client) -> None:
     response = client.get("/vendor/plotly.min.js")
     assert response.status_code == 200 and response["Content-Type"] == "text/javascript"
     assert b"plotly" in b"".join(response.streaming_content)[:2000].lower()
+
+
+def test_duration_percentiles_are_nearest_rank(client, project_a, bob) -> None:
+    # Durations 1..20 ms: p50 is the 10th value, p95 the 19th, on SQLite and PostgreSQL alike.
+    for n in range(1, 21):
+        ingest_spans(project_a, otlp_span(sid(1), trace=tid(n), start=NOW + n, duration=n * 10**6))
+    stats = login(client, bob).get(f"/p/{project_a.slug}/").context["stats"]
+    assert (stats["p50_ns"], stats["p95_ns"]) == (10 * 10**6, 19 * 10**6)
