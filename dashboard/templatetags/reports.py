@@ -14,7 +14,10 @@ register = template.Library()
 
 @register.filter
 def usd_or_dash(value) -> str:
-    return "–" if value is None or value == "" else usd(value)
+    if value is None or value == "":
+        return "–"
+    amount = Decimal(value)
+    return "-" + usd(-amount) if amount < 0 else usd(amount)
 
 
 @register.filter
