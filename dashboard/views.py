@@ -132,30 +132,25 @@ def span_panel(request: HttpRequest, slug: str, trace_id: str, span_id: str) -> 
     return render(request, "dashboard/_span_panel.html", context)
 
 
-@project_view()
-def agents(request: HttpRequest, slug: str) -> HttpResponse:
+def _table_page(request: HttpRequest, selector, template: str, page: str) -> HttpResponse:
+    """A sortable per-agent or per-model table over the time range."""
     time_range = _time_range(request)
     sort = request.GET.get("sort", "-cost")
     try:
-        rows = selectors.agents_table(project=request.project, time_range=time_range, sort=sort)
+        rows = selector(project=request.project, time_range=time_range, sort=sort)
     except BadParameter as exc:
         raise BadRequest(str(exc)) from None
-    return render(
-        request, "dashboard/agents.html", {"rows": rows, "sort": sort, "time_range": time_range, "page": "agents"}
-    )
+    return render(request, template, {"rows": rows, "sort": sort, "time_range": time_range, "page": page})
+
+
+@project_view()
+def agents(request: HttpRequest, slug: str) -> HttpResponse:
+    return _table_page(request, selectors.agents_table, "dashboard/agents.html", "agents")
 
 
 @project_view()
 def models(request: HttpRequest, slug: str) -> HttpResponse:
-    time_range = _time_range(request)
-    sort = request.GET.get("sort", "-cost")
-    try:
-        rows = selectors.models_table(project=request.project, time_range=time_range, sort=sort)
-    except BadParameter as exc:
-        raise BadRequest(str(exc)) from None
-    return render(
-        request, "dashboard/models.html", {"rows": rows, "sort": sort, "time_range": time_range, "page": "models"}
-    )
+    return _table_page(request, selectors.models_table, "dashboard/models.html", "models")
 
 
 # --- Prices ------------------------------------------------------------------------------------
