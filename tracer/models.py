@@ -297,7 +297,10 @@ class GpuDevice(models.Model):
 class GpuSample(models.Model):
     """One reading of one GPU. NULL fields were not available on that GPU (never zero)."""
 
-    id = models.BigAutoField(primary_key=True)
+    # The key is (device, time): a replayed metrics batch writes no sample twice, and its index serves
+    # every read of samples (attribution, charts, downsampling: one device over a time range). No
+    # surrogate id: it would cost a column and a second index on the biggest table (~30 B a row).
+    pk = models.CompositePrimaryKey("device", "time_unix_nano")
     device = models.ForeignKey(GpuDevice, on_delete=models.CASCADE, related_name="samples", db_index=False)
     time_unix_nano = models.BigIntegerField()
     utilization_gpu = models.PositiveSmallIntegerField(null=True, blank=True)  # %
@@ -311,18 +314,13 @@ class GpuSample(models.Model):
     # Per-process utilization where NVML gives it: [{"pid", "sm", "mem"}].
     processes = models.JSONField(null=True, blank=True)
 
-    class Meta:
-        constraints = [
-            # A replayed metrics batch writes no sample twice; its index serves every read of samples
-            # (attribution, charts, downsampling: one device over a time range).
-            models.UniqueConstraint(fields=["device", "time_unix_nano"], name="gpusample_device_time_uniq"),
-        ]
 
 
 class GpuSampleMinute(models.Model):
     """Samples older than OCTOTRACE_GPU_RAW_RETENTION_HOURS, rolled up per device and minute."""
 
-    id = models.BigAutoField(primary_key=True)
+    # Downsampling upserts on (device, minute); its index serves reads of one device over a range.
+    pk = models.CompositePrimaryKey("device", "minute_unix_nano")
     device = models.ForeignKey(GpuDevice, on_delete=models.CASCADE, related_name="minutes", db_index=False)
     minute_unix_nano = models.BigIntegerField()
     sample_count = models.PositiveIntegerField()
@@ -338,12 +336,6 @@ class GpuSampleMinute(models.Model):
     energy_j = models.FloatField(null=True, blank=True)
     temperature_c_max = models.SmallIntegerField(null=True, blank=True)
     sm_clock_mhz_avg = models.FloatField(null=True, blank=True)
-
-    class Meta:
-        constraints = [
-            # Downsampling upserts on this key; its index serves reads of one device over a range.
-            models.UniqueConstraint(fields=["device", "minute_unix_nano"], name="gpuminute_device_minute_uniq"),
-        ]
 
 
 class GpuMetricsBatch(models.Model):

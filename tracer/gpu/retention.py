@@ -18,6 +18,7 @@ from tracer.gpu.intervals import NS, intervals_from_samples
 from tracer.models import GpuDevice, GpuSample, GpuSampleMinute
 
 MINUTE_NS = 60 * NS
+_ROLLUP_VALUES = [f.name for f in GpuSampleMinute._meta.concrete_fields if f.name not in ("device", "minute_unix_nano")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,6 @@ def samples_downsample(*, now: datetime | None = None) -> DownsampleResult:
                 GpuSample.objects.filter(device_id=device_id, time_unix_nano__lt=cutoff_ns)
                 .order_by("time_unix_nano")
                 .values_list(
-                    "id",
                     "time_unix_nano",
                     "utilization_gpu",
                     "utilization_memory",
@@ -64,12 +64,12 @@ def samples_downsample(*, now: datetime | None = None) -> DownsampleResult:
             if not rows:
                 continue
             # A first sample whose minute is already rolled up is the anchor kept by the last run.
-            anchor = GpuSampleMinute.objects.filter(device_id=device_id, minute_unix_nano=_minute(rows[0][1])).exists()
+            anchor = GpuSampleMinute.objects.filter(device_id=device_id, minute_unix_nano=_minute(rows[0][0])).exists()
             counted = rows[1:] if anchor else rows
             if not counted:
                 continue
             minutes: dict[int, dict] = {}
-            for _id, t, util, util_mem, mem, power, _energy, temp, clock in counted:
+            for t, util, util_mem, mem, power, _energy, temp, clock in counted:
                 m = minutes.setdefault(
                     _minute(t),
                     {"n": 0, "util": [], "util_mem": [], "mem": [], "power": [], "temp": [], "clock": []},
@@ -88,7 +88,7 @@ def samples_downsample(*, now: datetime | None = None) -> DownsampleResult:
             energy: dict[int, float] = {}
             covered: dict[int, float] = {}
             for interval in intervals_from_samples(
-                device_id=device_id, samples=((r[1], r[2], r[5], r[6]) for r in rows), max_gap_ns=max_gap_ns
+                device_id=device_id, samples=((r[0], r[1], r[4], r[5]) for r in rows), max_gap_ns=max_gap_ns
             ):
                 minute = _minute(interval.end_ns)
                 covered[minute] = covered.get(minute, 0.0) + interval.seconds
@@ -116,17 +116,10 @@ def samples_downsample(*, now: datetime | None = None) -> DownsampleResult:
                 rollups,
                 update_conflicts=True,
                 unique_fields=["device", "minute_unix_nano"],
-                update_fields=[
-                    f.name
-                    for f in GpuSampleMinute._meta.concrete_fields
-                    if f.name not in ("id", "device", "minute_unix_nano")
-                ],
+                update_fields=_ROLLUP_VALUES,
             )
             # Keep the newest sample before the cutoff: the next run's first interval starts there.
-            keep_id = rows[-1][0]
-            deleted, _ = (
-                GpuSample.objects.filter(device_id=device_id, time_unix_nano__lt=cutoff_ns).exclude(pk=keep_id).delete()
-            )
+            deleted, _ = GpuSample.objects.filter(device_id=device_id, time_unix_nano__lt=rows[-1][0]).delete()
             total_minutes += len(rollups)
             total_deleted += deleted
     return DownsampleResult(minutes=total_minutes, deleted=total_deleted)
