@@ -315,7 +315,6 @@ class GpuSample(models.Model):
     processes = models.JSONField(null=True, blank=True)
 
 
-
 class GpuSampleMinute(models.Model):
     """Samples older than OCTOTRACE_GPU_RAW_RETENTION_HOURS, rolled up per device and minute."""
 
