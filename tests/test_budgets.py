@@ -209,3 +209,33 @@ def test_a_bad_budget_is_refused_with_a_reason(project_a, kwargs, message) -> No
     with pytest.raises(budgets.BadBudget, match=message):
         budgets.budget_set(project=project_a, **kwargs)
     assert not Budget.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_checks_send_each_alert_once(project_a, alice) -> None:
+    """Four checks at once, each in its own thread and database connection."""
+    from django.db import connections
+
+    reports_data.load(project_a)
+    budgets.budget_set(project=project_a, period="daily", amount_usd="8", email_to="fin@example.com")
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            barrier.wait()
+            budgets.budgets_check(now=MONDAY_NOON)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    # $8.25 of $8: 50%, 90% and 100%, each recorded and sent exactly once.
+    assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 90, 100]
+    assert sorted(m.subject.split(": ")[1].split("%")[0] for m in mail.outbox) == ["100", "50", "90"]
