@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from tracer.gpu.attribution import WindowTotals, gpu_attribute, split_intervals
+from tracer.gpu.attribution import WindowTotals, gpu_attribute, gpu_by_agent, split_intervals
 from tracer.gpu.intervals import Interval, interval_energy_j, intervals_from_samples
 from tracer.gpu.prices import endpoint_upsert
 from tracer.models import GpuDevice, GpuSample, Span, Trace
@@ -179,6 +179,28 @@ def test_a_call_seen_twice_nested_counts_once(project_a, h100) -> None:
     # The framework span and the client span are one request: it had the GPU to itself.
     assert outer.gpu_seconds == pytest.approx(4.0)
     assert inner.gpu_seconds is None
+    # Where the inner one is the billed call, the GPU figures go there, next to its token cost.
+    Span.objects.filter(pk=inner.pk).update(billed=True)
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    inner.refresh_from_db()
+    assert inner.gpu_seconds == pytest.approx(4.0)
+
+
+def test_gpu_figures_add_up_per_agent() -> None:
+    spans = [
+        {"agent_name": "planner", "gpu_seconds": 1.0, "gpu_energy_wh": 0.1, "gpu_cost": Decimal("0.001")},
+        {"agent_name": "planner", "gpu_seconds": 2.0, "gpu_energy_wh": 0.2, "gpu_cost": Decimal("0.002")},
+        {"agent_name": "writer", "gpu_seconds": 0.5, "gpu_energy_wh": None, "gpu_cost": None},
+        {"agent_name": "writer", "gpu_seconds": None, "gpu_energy_wh": None, "gpu_cost": None},
+    ]
+    planner, writer = gpu_by_agent(spans=spans)
+    assert planner == {
+        "agent": "planner",
+        "gpu_seconds": 3.0,
+        "gpu_energy_wh": pytest.approx(0.3),
+        "gpu_cost": Decimal("0.003"),
+    }
+    assert writer == {"agent": "writer", "gpu_seconds": 0.5, "gpu_energy_wh": None, "gpu_cost": None}
 
 
 @pytest.mark.django_db
@@ -215,3 +237,21 @@ def test_another_projects_endpoint_attributes_nothing_here(project_a, project_b,
     assert gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S).spans == 0
     span.refresh_from_db()
     assert span.gpu_seconds is None
+
+
+@pytest.mark.django_db
+def test_the_trace_api_shows_gpu_figures_next_to_token_costs(client, project_a, key_a, h100) -> None:
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
+    add_span(project_a, "ff", "f1", 0, 4, **{"gen_ai.agent.name": "planner"})
+    Span.objects.filter(span_id="f1".ljust(16, "0")).update(agent_name="planner", billed=True, cost=Decimal("0.01"))
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    headers = {"Authorization": f"Bearer {key_a[1]}"}
+    detail = client.get(f"/api/v1/traces/{'ff'.ljust(32, '0')}", headers=headers).json()
+    assert detail["trace"]["gpu_seconds"] == pytest.approx(4.0)
+    assert Decimal(detail["trace"]["gpu_cost"]) == Decimal("0.0027777778")
+    (span,) = detail["spans"]
+    assert (Decimal(span["cost"]), span["gpu_seconds"]) == (Decimal("0.01"), pytest.approx(4.0))
+    assert span["gpu_energy_wh"] == pytest.approx(1600 / 3600)
+    assert detail["gpu_by_agent"][0]["agent"] == "planner"
+    totals = client.get("/api/v1/traces", headers=headers).json()["totals"]
+    assert Decimal(totals["gpu_cost"]) == Decimal("0.0027777778")

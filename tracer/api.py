@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from tracer import tree
+from tracer.gpu.attribution import gpu_by_agent
 from tracer.models import Membership, Project, Span, Trace
 from tracer.pricing import prices_effective
 from tracer.projects import apikey_authenticate
@@ -46,6 +47,10 @@ SPAN_FIELDS = (
     "billed",
     "cost",
     "reported_cost",
+    # This call's share of its self-hosted endpoint's GPUs (tracer/gpu/attribution.py); null if none.
+    "gpu_seconds",
+    "gpu_energy_wh",
+    "gpu_cost",
 )
 
 
@@ -124,6 +129,9 @@ def _trace_json(trace: Trace) -> dict[str, Any]:
         **{name: getattr(trace, name) for name in tree.TOKEN_FIELDS},
         "cost": trace.cost,
         "unpriced_count": trace.unpriced_count,
+        "gpu_seconds": trace.gpu_seconds,
+        "gpu_energy_wh": trace.gpu_energy_wh,
+        "gpu_cost": trace.gpu_cost,
     }
 
 
@@ -199,6 +207,9 @@ def traces_list(request: HttpRequest) -> JsonResponse:
         **{name: Sum(name, default=0) for name in tree.TOKEN_FIELDS},
         cost=Sum("cost"),
         unpriced_count=Sum("unpriced_count", default=0),
+        gpu_seconds=Sum("gpu_seconds"),
+        gpu_energy_wh=Sum("gpu_energy_wh"),
+        gpu_cost=Sum("gpu_cost"),
     )
     page = list(traces.order_by("-start_time_unix_nano", "-pk")[: limit + 1])
     more = len(page) > limit
@@ -232,6 +243,7 @@ def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
         {
             "trace": _trace_json(trace),
             **tree.breakdowns(forest),
+            "gpu_by_agent": gpu_by_agent(spans=spans),
             "spans": spans,
             "tree": tree.nested(forest),
         }

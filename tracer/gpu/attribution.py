@@ -171,6 +171,7 @@ class _Request:
     start_ns: int
     end_ns: int
     endpoint_id: int
+    billed: bool
 
 
 def _endpoint_key(address: str | None, port: str | None, *urls: str | None) -> tuple[str, int] | None:
@@ -194,7 +195,7 @@ def _requests(*, project_id: int, endpoints: dict[tuple[str, int], int], start_n
     Spans are found through their traces (the trace index on project and start time): a trace
     that started more than OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS before the window is not looked at.
     When a matching span's parent matches too (a framework span around the client span of the
-    same call), only the outermost one counts as the request.
+    same call), only one of them counts as the request.
     """
     lookback_ns = settings.OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS * 3600 * NS
     trace_ids = list(
@@ -228,21 +229,29 @@ def _requests(*, project_id: int, endpoints: dict[tuple[str, int], int], start_n
                 "parent_span_id",
                 "start_time_unix_nano",
                 "end_time_unix_nano",
+                "billed",
                 "address",
                 "port",
                 "api_base",
                 "url",
             )
         )
-        for id_, trace_id, span_id, parent, start, end, address, port, api_base, url in rows:
+        for id_, trace_id, span_id, parent, start, end, billed, address, port, api_base, url in rows:
             key = _endpoint_key(address, port, api_base, url)
             if key is None:
                 continue
             endpoint_id = endpoints.get(key) or endpoints.get((key[0], 0))
             if endpoint_id is not None:
-                found.append(_Request(id_, trace_id, span_id, parent, start, end, endpoint_id))
-    matched = {(r.trace_id, r.span_id) for r in found}
-    return [r for r in found if (r.trace_id, r.parent_span_id) not in matched]
+                found.append(_Request(id_, trace_id, span_id, parent, start, end, endpoint_id, billed))
+    # One request per model call: of a matching span and its matching parent, keep the billed one
+    # (where token costs are counted, so API and GPU cost sit side by side), else the outer one.
+    matched = {(r.trace_id, r.span_id): r for r in found}
+    drop: set[int] = set()
+    for r in found:
+        parent = matched.get((r.trace_id, r.parent_span_id))
+        if parent is not None:
+            drop.add(parent.id if r.billed and not parent.billed else r.id)
+    return [r for r in found if r.id not in drop]
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,3 +368,26 @@ def gpu_attribute_recent(*, now_ns: int) -> int:
     for project_id in project_ids:
         count += gpu_attribute(project_id=project_id, start_ns=now_ns - window_ns, end_ns=now_ns).attributed
     return count
+
+
+def gpu_by_agent(*, spans: Iterable[dict]) -> list[dict]:
+    """GPU seconds, Wh and dollars per agent over a trace's span dicts (agent_name, gpu_*), the
+    way the token breakdowns are grouped. Dollars stay None for an agent with an unpriced span."""
+    rows: dict[str, dict] = {}
+    for span in spans:
+        if span.get("gpu_seconds") is None:
+            continue
+        row = rows.setdefault(
+            span.get("agent_name") or "",
+            {"agent": span.get("agent_name") or "", "gpu_seconds": 0.0, "gpu_energy_wh": 0.0, "gpu_cost": Decimal(0)},
+        )
+        row["gpu_seconds"] += span["gpu_seconds"]
+        row["gpu_energy_wh"] = (
+            None
+            if row["gpu_energy_wh"] is None or span.get("gpu_energy_wh") is None
+            else (row["gpu_energy_wh"] + span["gpu_energy_wh"])
+        )
+        row["gpu_cost"] = (
+            None if row["gpu_cost"] is None or span.get("gpu_cost") is None else (row["gpu_cost"] + span["gpu_cost"])
+        )
+    return sorted(rows.values(), key=lambda r: -r["gpu_seconds"])
