@@ -99,3 +99,10 @@ def test_it_changes_nothing_stored(loaded) -> None:
 def test_it_rejects_a_bad_scenario_with_a_reason(params, message) -> None:
     with pytest.raises(whatif.BadScenario, match=message):
         whatif.scenario_parse(params=params)
+
+
+def test_the_scenario_says_what_it_assumed() -> None:
+    given = whatif.scenario_parse(params={"input_price": "1", "output_price": "2", "from_model": MODEL})
+    assert given.label == f"calls to {MODEL} at $1 input, cached input at the input price, $2 output per 1M tokens"
+    gpus = whatif.scenario_parse(params={"gpu_hourly_usd": "3.60", "tokens_per_second": "1000"})
+    assert gpus.label == "all calls on your GPUs at $3.60/GPU-hour and 1000 tokens/s: $1.000000 per 1M tokens"

@@ -43,16 +43,15 @@ class Scenario:
     price: ModelPrice | None = None
     from_model: str = ""
 
+    # How the price was given, for the label ("" for a target model).
+    basis: str = ""
+
     @property
     def label(self) -> str:
         what = f"calls to {self.from_model}" if self.from_model else "all calls"
         if self.target_model:
             return f"{what} as if on {self.target_model}"
-        assert self.price is not None
-        return (
-            f"{what} at ${self.price.input} input / ${self.price.cached_input} cached input / "
-            f"${self.price.output} output per 1M tokens"
-        )
+        return f"{what} {self.basis}"
 
 
 def _decimal(name: str, value: Any, *, required: bool = True) -> Decimal | None:
@@ -87,14 +86,17 @@ def scenario_parse(*, params: Any) -> Scenario:
         output_price = _decimal("output_price", params.get("output_price"))
         cached = _decimal("cached_input_price", params.get("cached_input_price"), required=False)
         price = ModelPrice(input=input_price, cached_input=cached, output=output_price, model_pattern="what-if")
-        return Scenario(price=price, from_model=from_model)
+        cached_text = f"${cached} cached input" if cached is not None else "cached input at the input price"
+        basis = f"at ${input_price} input, {cached_text}, ${output_price} output per 1M tokens"
+        return Scenario(price=price, from_model=from_model, basis=basis)
     hourly_usd = _decimal("gpu_hourly_usd", hourly)
     tps = _decimal("tokens_per_second", params.get("tokens_per_second"))
     if not tps:
         raise BadScenario("tokens_per_second must be more than 0")
     per_million = (hourly_usd / (tps * 3600) * PER_TOKENS).quantize(Decimal("0.000001"))
     price = ModelPrice(input=per_million, output=per_million, model_pattern="own-gpus")
-    return Scenario(price=price, from_model=from_model)
+    basis = f"on your GPUs at ${hourly_usd}/GPU-hour and {tps} tokens/s: ${per_million} per 1M tokens"
+    return Scenario(price=price, from_model=from_model, basis=basis)
 
 
 @dataclass(slots=True)
