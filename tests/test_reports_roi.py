@@ -137,3 +137,13 @@ def test_the_csv_keeps_negative_figures_numeric(loaded) -> None:
     research = rows[1]
     assert research[roi.ROI_COLUMNS.index("roi_percent") + 1] == Decimal("-14.89")
     assert research[roi.ROI_COLUMNS.index("workflow") + 1] == RESEARCH
+
+
+def test_gpu_cost_is_added_to_the_api_cost_when_gpu_telemetry_attributed_some(loaded) -> None:
+    assert report(loaded)["gpu_cost_available"] is True  # the GPU telemetry migration is in
+    Trace.objects.filter(trace_id=reports_data.T1).update(gpu_cost=Decimal("0.75"))
+    research = by_name(report(loaded))[RESEARCH]
+    assert Decimal(research["gpu_cost_usd"]) == Decimal("0.75")
+    assert Decimal(research["cost_usd"]) == Decimal("12.50")  # 11.75 API + 0.75 GPU
+    assert Decimal(research["net_value_usd"]) == Decimal("-2.50")
+    assert Decimal(research["roi_percent"]) == Decimal("-20.00")
