@@ -11,6 +11,8 @@ peak stay flat while the export grows tenfold.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/octotrace_bench OCTOTRACE_LOCAL_DEV=1 \
     .venv/bin/python bench/export_memory.py --spans 100000 --spans 10000
+
+`--reports` also times the ROI and token-waste reports on the same data.
 """
 
 from __future__ import annotations
@@ -118,9 +120,24 @@ def measure(client: Client, slug: str) -> tuple[int, int, float, int]:
     return size, rows - 1, elapsed, peak
 
 
+def time_reports(project: Project) -> None:
+    """The ROI and token-waste reports over the same spans (each call has a message fingerprint)."""
+    from dashboard.reports import roi, waste
+
+    traces = Trace.objects.filter(project=project)
+    started = time.perf_counter()
+    roi.roi_compute(project=project, traces=traces)
+    roi_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    waste.waste_compute(project=project, traces=traces)
+    waste_seconds = time.perf_counter() - started
+    print(f"  roi_report={roi_seconds:.2f}s token_waste_report={waste_seconds:.2f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, action="append", help="spans to export (repeatable)")
+    parser.add_argument("--reports", action="store_true", help="also time the ROI and token-waste reports")
     args = parser.parse_args()
     sizes = args.spans or [100_000]
     call_command("migrate", verbosity=0)
@@ -145,6 +162,8 @@ def main() -> None:
                 f"(+{(rss_after - rss_before) / 1024:.0f} MB during the export)"
             )
             assert rows == spans, (rows, spans)
+            if args.reports:
+                time_reports(project)
         finally:
             Project.objects.filter(pk=project.pk).delete()
             connection.close()
