@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import report_views, views
+from dashboard import gpu_views, report_views, views
 
 app_name = "dashboard"
 
@@ -20,6 +20,7 @@ urlpatterns = [
     path("p/<slug:slug>/agents/", views.agents, name="agents"),
     path("p/<slug:slug>/models/", views.models, name="models"),
     path("p/<slug:slug>/prices/", views.prices, name="prices"),
+    path("p/<slug:slug>/gpus/", gpu_views.gpus, name="gpus"),
     path("p/<slug:slug>/prices/add", views.price_add, name="price-add"),
     path("p/<slug:slug>/prices/<int:price_id>/delete", views.price_delete, name="price-delete"),
     path("p/<slug:slug>/settings/", views.settings_page, name="settings"),

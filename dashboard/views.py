@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import selectors
 from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
+from dashboard.gpu_views import trace_gpu_context
 from tracer.api import BadParameter
 from tracer.models import ApiKey, Membership, ModelPrice
 from tracer.pricing import prices_effective
@@ -104,6 +105,7 @@ def trace_detail(request: HttpRequest, slug: str, trace_id: str) -> HttpResponse
     view = _trace_view(request, trace_id)
     rows = view.rows(view.forest.roots, open_depth=selectors.OPEN_DEPTH)
     context = {"view": view, "trace": view.trace, "rows": rows, "page": "traces"}
+    context.update(trace_gpu_context(project=request.project, trace=view.trace))
     selected = request.GET.get("span", "")
     if selected:
         context.update(_span_panel(request, trace_id, selected))

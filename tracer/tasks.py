@@ -9,7 +9,6 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from tracer import ingest, pricing
-from tracer.celery import Queues
 from tracer.gpu import attribution, metrics, retention, sampling
 
 
@@ -63,11 +62,12 @@ def reprice_project(project_id: int) -> None:
 
 
 # --- GPU telemetry (tracer/gpu/) ---------------------------------------------------------------
+# Routed to the gpu queue by name (task_routes "gpu.*" in tracer/celery.py); beat sends gpu.sample to
+# the sampling host's own queue, gpu.<host>.
 
 
 @shared_task(
     name="gpu.sample",
-    queue=Queues.GPU.value,  # beat overrides it with the host's own queue, gpu.<host>
     acks_late=False,  # a lost sampling run is not worth running late: the next one is seconds away
     ignore_result=True,
     soft_time_limit=max(30, 3 * settings.OCTOTRACE_GPU_SAMPLE_SECONDS),
@@ -83,7 +83,6 @@ def gpu_sample(host: str) -> int:
 
 @shared_task(
     name=metrics.PROCESS_TASK,
-    queue=Queues.GPU.value,
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -104,16 +103,13 @@ def gpu_process_metrics(batch_id: int) -> int | None:
         raise
 
 
-@shared_task(
-    name="gpu.requeue_stuck_metrics", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=300
-)
+@shared_task(name="gpu.requeue_stuck_metrics", acks_late=True, ignore_result=True, time_limit=300)
 def gpu_requeue_stuck_metrics() -> int:
     return metrics.metrics_batches_requeue_stuck()
 
 
 @shared_task(
     name="gpu.attribute",
-    queue=Queues.GPU.value,
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -125,11 +121,11 @@ def gpu_attribute() -> int:
     return attribution.gpu_attribute_recent(now_ns=time.time_ns())
 
 
-@shared_task(name="gpu.downsample", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=1800)
+@shared_task(name="gpu.downsample", acks_late=True, ignore_result=True, time_limit=1800)
 def gpu_downsample() -> int:
     return retention.samples_downsample().minutes
 
 
-@shared_task(name="gpu.prune", queue=Queues.GPU.value, acks_late=True, ignore_result=True, time_limit=1800)
+@shared_task(name="gpu.prune", acks_late=True, ignore_result=True, time_limit=1800)
 def gpu_prune() -> int:
     return retention.rollups_prune() + metrics.metrics_batches_prune()

@@ -1,0 +1,124 @@
+"""The GPUs page and a trace page's GPU panel (dashboard/gpu_views.py), through the test client."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from tracer.gpu.attribution import gpu_attribute
+from tracer.gpu.prices import endpoint_upsert
+from tracer.models import GpuDevice, GpuSample, Span, Trace
+
+S = 10**9
+T0 = (time.time_ns() - 3600 * S) // S * S  # an hour ago: inside the default range
+
+
+@pytest.fixture
+def gpu_data(project_a, project_b):
+    """project A: an H100 sampled for 10 s at 400 W with a 4 s LLM call on it; project B: its own GPU."""
+    device = GpuDevice.objects.create(project=project_a, host="nim-1", uuid="GPU-dash", name="NVIDIA H100 80GB HBM3")
+    GpuSample.objects.bulk_create(
+        GpuSample(
+            device=device,
+            time_unix_nano=T0 + t * S,
+            utilization_gpu=90 if 2 <= t <= 6 else 5,
+            power_mw=400_000,
+            energy_mj=t * 400_000,
+            memory_used_bytes=60 * 2**30,
+        )
+        for t in range(11)
+    )
+    GpuDevice.objects.create(project=project_b, host="other-host", uuid="GPU-secret", name="NVIDIA H200")
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-dash"])
+    trace_id = "ab" * 16
+    Trace.objects.create(
+        project=project_a,
+        trace_id=trace_id,
+        root_span_name="research crew",
+        start_time_unix_nano=T0 + 2 * S,
+        end_time_unix_nano=T0 + 6 * S,
+        cost=Decimal("0.0100"),
+        span_count=1,
+    )
+    Span.objects.create(
+        project=project_a,
+        trace_id=trace_id,
+        span_id="1" * 16,
+        name="chat nemotron-super",
+        kind="llm",
+        billed=True,
+        agent_name="planner",
+        cost=Decimal("0.0100"),
+        start_time_unix_nano=T0 + 2 * S,
+        end_time_unix_nano=T0 + 6 * S,
+        attributes={"server.address": "nim.internal", "server.port": 8000},
+    )
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 10 * S)
+    return trace_id
+
+
+def figure(html: str, name: str) -> dict:
+    match = re.search(rf'<script id="{name}" type="application/json">(.*?)</script>', html, re.S)
+    assert match, f"no figure {name}"
+    return json.loads(match.group(1))
+
+
+@pytest.mark.django_db
+def test_the_gpus_page_shows_each_gpu_its_cost_and_what_was_attributed(client: Client, bob, gpu_data) -> None:
+    client.force_login(bob)
+    response = client.get("/p/project-a/gpus/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    # 10 s of an H100 at $2.50/h = $0.006944; the call had it alone for 4 s = $0.002778; idle 6 s.
+    assert re.search(r'data-stat="gpu-measured-cost"[^>]*>\$0\.00694', html)
+    assert re.search(r'data-stat="gpu-attributed-cost"[^>]*>\$0\.00277', html)
+    assert re.search(r'data-stat="gpu-idle-cost">\$0\.00416', html)
+    assert re.search(r'data-stat="gpu-api-cost"[^>]*>\$0\.0100', html)
+    assert "GPU-dash" in html and "GPU-secret" not in html
+    util = figure(html, "fig-gpu-util")
+    assert util["data"][0]["name"] == "nim-1 #0"
+    assert max(util["data"][0]["y"]) == 90
+    # The trace is a shaded band over its 4 s.
+    assert len(util["layout"]["shapes"]) == 1
+    assert figure(html, "fig-gpu-power")["data"][0]["y"][0] == 400.0
+
+
+@pytest.mark.django_db
+def test_the_gpus_page_runs_a_fixed_number_of_queries(client, bob, gpu_data, django_assert_num_queries) -> None:
+    client.force_login(bob)
+    client.get("/p/project-a/gpus/")
+    # session, user, membership; the samples' extent, devices, endpoints and their devices, raw and
+    # rollup totals, rollup and raw series, active traces, attributed totals; the base page's
+    # project switcher and budget alerts. However many samples there are.
+    with django_assert_num_queries(15):
+        assert client.get("/p/project-a/gpus/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_trace_page_shows_each_steps_gpu_share_next_to_its_api_cost(client, bob, gpu_data) -> None:
+    client.force_login(bob)
+    html = client.get(f"/p/project-a/traces/{gpu_data}/").content.decode()
+    assert "data-trace-gpu" in html
+    row = re.search(r'data-table="trace-gpu-steps".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    assert "chat nemotron-super" in row and "planner" in row
+    assert "4.000" in row and "0.4444 Wh" in row  # 4 s x 400 W = 1600 J
+    assert "$0.0100" in row and "$0.00277" in row
+    assert figure(html, "fig-trace-gpu")["data"][0]["name"] == "nim-1 #0"
+
+
+@pytest.mark.django_db
+def test_without_gpus_the_page_says_how_to_add_them(client, alice, project_a) -> None:
+    client.force_login(alice)
+    html = client.get("/p/project-a/gpus/").content.decode()
+    assert 'data-gpus="none"' in html and "octotrace gpu-agent" in html
+
+
+@pytest.mark.django_db
+def test_someone_outside_the_project_gets_404(client, charlie, gpu_data) -> None:
+    client.force_login(charlie)
+    assert client.get("/p/project-a/gpus/").status_code == 404
