@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from tracer.gpu.attribution import WindowTotals, gpu_attribute, gpu_by_agent, split_intervals
-from tracer.gpu.intervals import Interval, interval_energy_j, intervals_from_samples
+from tracer.gpu.attribution import gpu_attribute, gpu_by_agent
+from tracer.gpu.intervals import Interval, WindowTotals, interval_energy_j, intervals_from_samples, split_intervals
 from tracer.gpu.prices import endpoint_upsert
 from tracer.models import GpuDevice, GpuSample, Span, Trace
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tracer.gpu.attribution import device_intervals, split_intervals
+from tracer.gpu.attribution import device_intervals
+from tracer.gpu.intervals import split_intervals
 from tracer.gpu.retention import rollups_prune, samples_downsample
 from tracer.models import GpuDevice, GpuSample, GpuSampleMinute
 
