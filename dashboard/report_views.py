@@ -25,7 +25,7 @@ from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
 from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
 from dashboard.reports import budgets, exports, roi, runs, waste, whatif
-from tracer.api import BadParameter, _datetime_ns, _project, traces_filtered
+from tracer.api import BadParameter, datetime_ns, request_project, traces_filtered
 from tracer.models import Membership, Span, Trace
 
 # Page parameters that are not trace filters.
@@ -66,15 +66,15 @@ def export_csv(request: HttpRequest, slug: str, kind: str) -> StreamingHttpRespo
 def api_export(request: HttpRequest, kind: str) -> StreamingHttpResponse | JsonResponse:
     """`GET /api/v1/export/<kind>.csv`: authenticated and filtered like `GET /api/v1/traces`
     (from/to are ISO datetimes; agents, models and daily cover the calls started between them)."""
-    project = _project(request)
+    project = request_project(request)
     if isinstance(project, JsonResponse):
         return project
     params = request.GET
     try:
         traces = traces_filtered(project=project, params=params)
         time_range = TimeRange(
-            start_ns=_datetime_ns("from", params["from"]) if params.get("from") else None,
-            end_ns=_datetime_ns("to", params["to"]) if params.get("to") else None,
+            start_ns=datetime_ns("from", params["from"]) if params.get("from") else None,
+            end_ns=datetime_ns("to", params["to"]) if params.get("to") else None,
             label="",
             params={},
         )

@@ -75,7 +75,7 @@ def _error(status: int, message: str) -> JsonResponse:
     return _json({"error": message}, status=status)
 
 
-def _project(request: HttpRequest) -> Project | JsonResponse:
+def request_project(request: HttpRequest) -> Project | JsonResponse:
     secret = request_secret(request)
     slug = request.GET.get("project", "")
     if secret:
@@ -95,7 +95,7 @@ def _project(request: HttpRequest) -> Project | JsonResponse:
     return membership.project
 
 
-def _datetime_ns(name: str, value: str) -> int:
+def datetime_ns(name: str, value: str) -> int:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -142,9 +142,9 @@ def traces_filtered(*, project: Project, params: Any) -> Any:
     """
     traces = Trace.objects.filter(project=project)
     if params.get("from"):
-        traces = traces.filter(start_time_unix_nano__gte=_datetime_ns("from", params["from"]))
+        traces = traces.filter(start_time_unix_nano__gte=datetime_ns("from", params["from"]))
     if params.get("to"):
-        traces = traces.filter(start_time_unix_nano__lt=_datetime_ns("to", params["to"]))
+        traces = traces.filter(start_time_unix_nano__lt=datetime_ns("to", params["to"]))
     if params.get("status"):
         if params["status"] not in ("ok", "error"):
             raise BadParameter("status must be ok or error")
@@ -181,7 +181,7 @@ def traces_filtered(*, project: Project, params: Any) -> Any:
 
 @require_GET
 def traces_list(request: HttpRequest) -> JsonResponse:
-    project = _project(request)
+    project = request_project(request)
     if isinstance(project, JsonResponse):
         return project
     try:
@@ -223,7 +223,7 @@ def traces_list(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
-    project = _project(request)
+    project = request_project(request)
     if isinstance(project, JsonResponse):
         return project
     trace = Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
@@ -253,7 +253,7 @@ def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
 @require_GET
 def prices_list(request: HttpRequest) -> JsonResponse:
     """The prices in force today for this project: its overrides, then the defaults they leave."""
-    project = _project(request)
+    project = request_project(request)
     if isinstance(project, JsonResponse):
         return project
     data = [

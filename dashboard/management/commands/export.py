@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.filters import TimeRange
 from dashboard.reports import exports
-from tracer.api import BadParameter, _datetime_ns, traces_filtered
+from tracer.api import BadParameter, datetime_ns, traces_filtered
 from tracer.models import Project
 
 # The list API's filters, with the same meaning (see docs/api.md).
@@ -31,8 +31,8 @@ class Command(BaseCommand):
         try:
             traces = traces_filtered(project=found, params=params)
             time_range = TimeRange(
-                start_ns=_datetime_ns("from", params["from"]) if "from" in params else None,
-                end_ns=_datetime_ns("to", params["to"]) if "to" in params else None,
+                start_ns=datetime_ns("from", params["from"]) if "from" in params else None,
+                end_ns=datetime_ns("to", params["to"]) if "to" in params else None,
                 label="",
                 params={},
             )
