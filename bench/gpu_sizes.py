@@ -7,6 +7,9 @@ real downsampling service (timed), and measures the rollups.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/octotrace_gpu_bench OCTOTRACE_LOCAL_DEV=1 \
     .venv/bin/python bench/gpu_sizes.py --hours 6
+
+It also times one periodic attribution pass: `--spans` LLM calls over the last 30 minutes of
+samples on one endpoint served by the 8 GPUs.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from tracer.gpu.attribution import gpu_attribute  # noqa: E402
+from tracer.gpu.prices import endpoint_upsert  # noqa: E402
 from tracer.gpu.retention import samples_downsample  # noqa: E402
-from tracer.models import GpuDevice, GpuSample, GpuSampleMinute, Project  # noqa: E402
+from tracer.models import Endpoint, GpuDevice, GpuSample, GpuSampleMinute, Project, Span, Trace  # noqa: E402
 
 GPUS = 8
 S = 1_000_000_000
@@ -49,6 +54,7 @@ def table_bytes(table: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hours", type=float, default=6)
+    parser.add_argument("--spans", type=int, default=2000, help="LLM calls in the attribution window")
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("point DATABASE_URL at a scratch PostgreSQL database")
@@ -90,6 +96,7 @@ def main() -> None:
     write_s = time.perf_counter() - started
     raw_rows = GpuSample.objects.count()
     raw_table, raw_index = table_bytes("tracer_gpusample")
+    attribution_line = attribution_bench(project, devices, t0, seconds, args.spans)
 
     settings.OCTOTRACE_GPU_RAW_RETENTION_HOURS = 1
     started = time.perf_counter()
@@ -109,10 +116,57 @@ def main() -> None:
     table, index = minute_table / minute_rows, minute_index / minute_rows
     print(f"minute rollup: {table:.1f} B table + {index:.1f} B index = {per_minute:.1f} B/row")
     print(f"a year of 1 Hz x {GPUS} GPUs, all raw: {year_raw:,} rows = {year_raw * per_raw / 2**30:.1f} GiB")
+    print(attribution_line)
     raw_gib, minutes_gib = raw_kept * per_raw / 2**30, year_minutes * per_minute / 2**30
     print(
         f"with the defaults ({settings_hours()} h raw, then minutes): {raw_kept:,} raw rows ({raw_gib:.2f} GiB)"
         f" + {year_minutes:,} rollups ({minutes_gib:.2f} GiB)"
+    )
+
+
+def attribution_bench(project: Project, devices: list[GpuDevice], t0: int, seconds: int, spans: int) -> str:
+    """`spans` LLM calls of 0.5-8 s over the last 30 minutes of samples, one endpoint on all 8 GPUs,
+    in traces of 10 calls; then one gpu_attribute over that window, timed."""
+    Span.objects.filter(project=project).delete()
+    Trace.objects.filter(project=project).delete()
+    Endpoint.objects.filter(project=project).delete()
+    endpoint_upsert(
+        project=project, name="nim", base_url="http://nim.bench:8000", device_uuids=[d.uuid for d in devices]
+    )
+    rng = random.Random(7)
+    window_start = t0 + (seconds - 1800) * S
+    rows, traces = [], []
+    for n in range(spans):
+        trace_id = f"{n // 10:032x}"
+        start = window_start + rng.randrange(1800 * S)
+        end = start + rng.randrange(S // 2, 8 * S)
+        if n % 10 == 0:
+            traces.append(
+                Trace(
+                    project=project, trace_id=trace_id, start_time_unix_nano=start - S, end_time_unix_nano=end + 60 * S
+                )
+            )
+        rows.append(
+            Span(
+                project=project,
+                trace_id=trace_id,
+                span_id=f"{n:016x}",
+                name="chat nemotron",
+                kind="llm",
+                billed=True,
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+                attributes={"server.address": "nim.bench", "server.port": 8000},
+            )
+        )
+    Trace.objects.bulk_create(traces)
+    Span.objects.bulk_create(rows, batch_size=2000)
+    started = time.perf_counter()
+    result = gpu_attribute(project_id=project.pk, start_ns=window_start, end_ns=window_start + 1800 * S)
+    took = time.perf_counter() - started
+    return (
+        f"attribution: {result.attributed:,} of {result.spans:,} spans, {result.traces:,} traces, "
+        f"30 min x {len(devices)} GPUs at 1 Hz, in {took:.2f} s"
     )
 
 
