@@ -356,6 +356,8 @@ _USAGE = {
     "traces": Count("trace_id", distinct=True),
     "unpriced": Count("pk", filter=Q(cost__isnull=True)),
     "cost": Sum("cost"),
+    # What the calls' self-hosted GPUs spent (tracer/gpu/attribution.py); None where none reported.
+    "gpu_cost": Sum("gpu_cost"),
     **TOKEN_SUMS,
 }
 AGENT_COLUMNS = (

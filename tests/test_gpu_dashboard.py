@@ -122,3 +122,13 @@ def test_without_gpus_the_page_says_how_to_add_them(client, alice, project_a) ->
 def test_someone_outside_the_project_gets_404(client, charlie, gpu_data) -> None:
     client.force_login(charlie)
     assert client.get("/p/project-a/gpus/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_agents_and_models_pages_show_gpu_cost_next_to_api_cost(client, bob, gpu_data) -> None:
+    client.force_login(bob)
+    agents = client.get("/p/project-a/agents/").content.decode()
+    row = re.search(r"<tr><td><a [^>]*agent=planner\">planner</a></td>(.*?)</tr>", agents, re.S).group(1)
+    assert "$0.0100" in row and "$0.00277" in row
+    models = client.get("/p/project-a/models/").content.decode()
+    assert "GPU $" in models and "$0.00277" in models
