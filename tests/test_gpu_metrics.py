@@ -96,6 +96,8 @@ def test_it_stores_the_body_and_the_worker_makes_one_sample_per_device_and_insta
     assert (first.memory_used_bytes, first.temperature_c, first.sm_clock_mhz) == (42 * 2**30, 66, 1755)
     batch.refresh_from_db()
     assert (batch.status, batch.sample_count) == ("done", 2)
+    # The samples are the data now: the body is not kept (it would outweigh them).
+    assert bytes(batch.body) == b""
 
 
 @pytest.mark.django_db(transaction=True)

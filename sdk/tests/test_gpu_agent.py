@@ -287,3 +287,16 @@ def test_the_agent_refuses_to_start_without_endpoint_or_key(capsys) -> None:
     assert "no endpoint" in capsys.readouterr().err
     assert cli.main(["gpu-agent", "--endpoint", "http://x"]) == 2
     assert "no API key" in capsys.readouterr().err
+
+
+def test_a_backlog_goes_out_in_requests_of_at_most_a_chunk(installed, collector) -> None:
+    url, handler = collector
+    installed(two_gpus())
+    agent = gpu_agent.GpuAgent(url=url + "/v1/metrics", headers={}, interval=1, export_interval=60)
+    agent.reader.open()
+    for _ in range(2 * gpu_agent.EXPORT_CHUNK + 10):
+        agent._buffer.append(agent.reader.read())
+    assert agent.flush()
+    sizes = [len(decode(body)[("hw.gpu.power.draw", "GPU-aaaa")]) for _, body in handler.received]
+    assert sizes == [gpu_agent.EXPORT_CHUNK, gpu_agent.EXPORT_CHUNK, 10]
+    assert agent.exported_readings == 2 * gpu_agent.EXPORT_CHUNK + 10

@@ -209,8 +209,11 @@ def metrics_batch_process(*, batch_id: int) -> int | None:
     with transaction.atomic():
         samples_write(project_id=batch.project_id, records=decoded.samples)
         note = f"{decoded.skipped} point(s) without a device id or a usable value" if decoded.skipped else ""
+        # The samples are now the data; a body kept for days would outweigh them (about 10 KB of
+        # gzip per agent export, every 10 s), and reprocessing it could only rewrite the same rows.
         GpuMetricsBatch.objects.filter(pk=batch_id).update(
             status=GpuMetricsBatch.Status.DONE,
+            body=b"",
             sample_count=len(decoded.samples),
             error=note,
             processed_at=timezone.now(),
@@ -241,8 +244,8 @@ def metrics_batches_requeue_stuck(*, now: datetime | None = None) -> int:
 
 
 def metrics_batches_prune(*, now: datetime | None = None) -> int:
-    """Delete processed batches older than the raw-body retention (their samples are stored).
-    Failed batches are kept for inspection."""
+    """Delete processed batch rows (their bodies are already emptied) older than the raw-body
+    retention. Failed batches keep body and row for inspection."""
     now = now or timezone.now()
     cutoff = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS)
     deleted, _ = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.DONE, received_at__lt=cutoff).delete()
