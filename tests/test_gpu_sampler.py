@@ -101,3 +101,13 @@ def test_beat_samples_each_gpu_host_on_its_own_queue(settings) -> None:
     assert schedule["gpu-sample-nim-b"]["task"] == "gpu.sample"
     settings.OCTOTRACE_GPU_HOSTS = []
     assert gpu_sampling_schedule() == {}
+
+
+def test_gpu_tasks_go_to_the_gpu_queue_by_name() -> None:
+    import tracer.tasks  # noqa: F401 - registers the tasks
+    from tracer.celery import app
+
+    for name in ("gpu.attribute", "gpu.process_metrics", "gpu.downsample", "gpu.prune", "gpu.requeue_stuck_metrics"):
+        assert app.amqp.router.route({}, name, (), {}, None)["queue"].name == "gpu"
+    # Beat's own option wins over the route: sampling goes to the host's queue.
+    assert app.amqp.router.route({"queue": "gpu.nim-a"}, "gpu.sample", (), {}, None)["queue"].name == "gpu.nim-a"

@@ -47,7 +47,11 @@ app.conf.update(
     task_default_queue=Queues.DEFAULT.value,
     task_default_routing_key=Queues.DEFAULT.value,
     # Queue per kind of work, by task name prefix.
-    task_routes={"ingest.*": {"queue": Queues.INGEST.value}, "reports.*": {"queue": Queues.REPORTS.value}},
+    task_routes={
+        "ingest.*": {"queue": Queues.INGEST.value},
+        "reports.*": {"queue": Queues.REPORTS.value},
+        "gpu.*": {"queue": Queues.GPU.value},
+    },
     # A task is acknowledged after it ran, so a worker killed mid-task does not lose it ...
     task_acks_late=True,
     # ... and a task whose worker process died is put back instead of being marked failed.
