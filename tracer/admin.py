@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tracer import ingest
-from tracer.models import ApiKey, IngestBatch, Membership, Project, Span, Trace
+from tracer.models import ApiKey, GpuDevice, IngestBatch, Membership, Project, Span, Trace
 
 
 class MembershipInline(admin.TabularInline):
@@ -62,3 +62,13 @@ class SpanAdmin(admin.ModelAdmin):
     list_filter = ["project"]
     search_fields = ["trace_id", "span_id", "name"]
     show_full_result_count = False
+
+
+@admin.register(GpuDevice)
+class GpuDeviceAdmin(admin.ModelAdmin):
+    list_display = ["host", "index", "name", "uuid", "project", "mig_enabled", "last_seen_at"]
+    list_filter = ["project", "host"]
+    # Devices come from samples (the sampler or an OTLP exporter); what identifies them is not edited.
+    # Endpoints are mapped with `manage.py gpuendpoint`, which checks the GPUs are the project's
+    # (an admin form would offer every project's GPUs).
+    readonly_fields = ["project", "host", "uuid", "index", "memory_total_bytes", "first_seen_at", "last_seen_at"]
