@@ -71,3 +71,94 @@ def test_the_gpu_agent_exports_to_the_live_server_and_the_worker_stores_samples(
     idle = list(GpuSample.objects.filter(device=devices["GPU-e2e-1"]))
     # The second GPU reports power only: the rest stays NULL (not available), never zero.
     assert len(idle) == 4 and all(s.energy_mj is None and s.utilization_gpu is None for s in idle)
+
+
+def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
+    live_server, worker, project_a, key_a, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path: the gpu-agent samples a (fake) H100 while an agent's instrumented OpenAI
+    client makes two concurrent streaming calls to a local NIM (the mock); spans and samples go
+    through the live server and the worker; the endpoint is mapped; the worker's gpu.attribute
+    task gives each call its share."""
+    import threading
+
+    from openai import OpenAI
+
+    import octotrace
+    from octotrace import gpu_agent
+    from octotrace.testing.nim_mock import NimMock
+    from tests.conftest import wait_until_processed
+    from tracer.celery import app
+    from tracer.gpu.prices import endpoint_upsert
+    from tracer.models import Span, Trace
+
+    # Steady 500 W, no energy counter: each call's energy must be 500 W x its GPU-seconds.
+    gpu = FakeGpu(uuid="GPU-crew", values={"utilization": [(90, 40)], "power_mw": [500_000], "memory_used": [2**34]})
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module())
+    agent = gpu_agent.GpuAgent(
+        url=f"{live_server.url}/v1/metrics",
+        headers={"authorization": f"Bearer {key_a[1]}"},
+        interval=0.05,
+        export_interval=0.5,
+        host="nim-box",
+    )
+    sampler = threading.Thread(target=agent.run, daemon=True)
+    sampler.start()
+
+    octotrace.init(endpoint=live_server.url, api_key=key_a[1], service_name="gpu-e2e")
+    try:
+        with NimMock(chunk_delay=0.01) as mock:
+            client = OpenAI(base_url=mock.base_url, api_key="nvapi-mock")
+
+            def call(n: int) -> None:
+                stream = client.chat.completions.create(
+                    model="nvidia/nemotron-3-nano-30b-a3b",
+                    messages=[{"role": "user", "content": f"question {n}: budget for inference"}],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                for _ in stream:
+                    pass
+
+            time.sleep(0.2)  # a few idle readings first
+            calls = [threading.Thread(target=call, args=(n,)) for n in range(2)]
+            for t in calls:
+                t.start()
+            for t in calls:
+                t.join()
+            time.sleep(0.2)
+            address = mock.base_url
+    finally:
+        octotrace.shutdown()
+        agent.stop_event.set()
+        sampler.join(timeout=30)
+
+    wait_until_processed(project_a)
+    wait_for_batches(project_a, count=GpuMetricsBatch.objects.filter(project=project_a).count())
+    endpoint_upsert(project=project_a, name="local NIM", base_url=address, device_uuids=["GPU-crew"])
+
+    app.send_task("gpu.attribute")
+    chats = Span.objects.filter(project=project_a, kind="llm")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and chats.filter(gpu_seconds__isnull=True).exists():
+        time.sleep(0.25)
+    a, b = chats.order_by("start_time_unix_nano")
+    assert a.gpu_seconds is not None and b.gpu_seconds is not None, "gpu.attribute did not run"
+    for span in (a, b):
+        duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
+        # They overlapped, so each had the GPU for less than its own duration ...
+        assert 0 < span.gpu_seconds < duration
+        # ... and its energy is the 500 W it shared over exactly those seconds.
+        assert span.gpu_energy_wh * 3600 == pytest.approx(500 * span.gpu_seconds, rel=1e-6)
+        assert span.gpu_cost is not None and span.gpu_cost > 0
+    overlap = (
+        min(a.end_time_unix_nano, b.end_time_unix_nano) - max(a.start_time_unix_nano, b.start_time_unix_nano)
+    ) / 1e9
+    union = (
+        max(a.end_time_unix_nano, b.end_time_unix_nano) - min(a.start_time_unix_nano, b.start_time_unix_nano)
+    ) / 1e9
+    # Together they got the GPU time of their union (within the sample grid), not the sum of durations.
+    assert overlap > 0
+    assert a.gpu_seconds + b.gpu_seconds == pytest.approx(union, abs=0.01)
+    totals = Trace.objects.filter(project=project_a, gpu_seconds__isnull=False)
+    assert sum(t.gpu_seconds for t in totals) == pytest.approx(a.gpu_seconds + b.gpu_seconds)
