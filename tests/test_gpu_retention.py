@@ -107,3 +107,18 @@ def test_rollups_past_their_retention_are_pruned(device, settings) -> None:
     assert rollups_prune(now=now) == 10
     oldest = GpuSampleMinute.objects.order_by("minute_unix_nano").first()
     assert oldest.minute_unix_nano == M0 + 10 * 86400 * S
+
+
+@pytest.mark.django_db
+def test_a_backlog_is_rolled_up_a_window_at_a_time_with_the_same_result(device, settings, monkeypatch) -> None:
+    from tracer.gpu import retention
+
+    settings.OCTOTRACE_GPU_RAW_RETENTION_HOURS = 1
+    monkeypatch.setattr(retention, "DOWNSAMPLE_WINDOW_NS", MINUTE)  # one minute per transaction
+    sample_seconds(device, 0, 240)
+    result = samples_downsample(now=at(M0 + 4 * MINUTE) + timedelta(hours=1))
+    rollups = list(GpuSampleMinute.objects.filter(device=device).order_by("minute_unix_nano"))
+    assert [r.sample_count for r in rollups] == [60, 60, 60, 60]
+    assert sum(r.covered_seconds for r in rollups) == 239.0
+    assert sum(r.energy_j for r in rollups) == 239 * 400.0
+    assert (result.minutes, result.deleted) == (4, 239)
