@@ -327,7 +327,8 @@ def test_it_names_the_root_only_once_the_root_has_arrived(project_a) -> None:
 def ingest_queue_size() -> int:
     """Messages waiting in the configured broker's ingest queue (no worker runs in these tests)."""
     with app.connection_for_write() as conn:
-        return conn.default_channel.queue_declare(Queues.INGEST.value, passive=True).message_count
+        # Not passive: on a new Redis database the queue does not exist until something declares it.
+        return conn.default_channel.queue_declare(Queues.INGEST.value).message_count
 
 
 def _age(batch: IngestBatch, **fields: Any) -> None:
