@@ -20,8 +20,9 @@ from dashboard import tasks
 from dashboard.models import Budget, BudgetAlert
 from dashboard.reports import budgets
 from tests import reports_data
-from tests.reports_data import START_T1, workflow_root
+from tests.reports_data import START_T1, T1, workflow_root
 from tests.test_pricing import chat, ingest_spans, otlp_span, sid, tid
+from tracer.models import Span
 
 MONDAY_NOON = datetime(2026, 3, 2, 12, tzinfo=UTC)  # T1's day: $8.25 spent
 
@@ -90,6 +91,13 @@ def test_spend_is_the_cost_of_the_billed_calls_of_the_period(loaded) -> None:
     assert budgets.budget_spend(budget=daily, start=date(2026, 3, 2)) == Decimal("8.25")
     assert budgets.budget_spend(budget=daily, start=date(2026, 3, 3)) == Decimal(0)
     assert budgets.budget_spend(budget=monthly, start=date(2026, 3, 1)) == Decimal("11.75")
+
+
+def test_a_call_our_own_gpus_served_spends_its_gpu_cost_not_its_api_price(loaded) -> None:
+    daily = budgets.budget_set(project=loaded, period="daily", amount_usd="10")
+    planner = Span.objects.get(project=loaded, trace_id=T1, billed=True, agent_name="planner")  # $3.00 API
+    Span.objects.filter(pk=planner.pk).update(gpu_cost=Decimal("0.40"))
+    assert budgets.budget_spend(budget=daily, start=date(2026, 3, 2)) == Decimal("8.25") - 3 + Decimal("0.40")
 
 
 def test_an_alert_is_sent_once_per_threshold_and_period(loaded) -> None:

@@ -12,7 +12,7 @@ from dashboard.reports import roi, runs
 from tests import reports_data
 from tests.reports_data import RESEARCH, START_T2, START_T3, TRIAGE, workflow_root
 from tests.test_pricing import ingest_spans, otlp_span, sid, tid
-from tracer.models import Trace
+from tracer.models import Span, Trace
 
 
 @pytest.fixture
@@ -140,10 +140,22 @@ def test_the_csv_keeps_negative_figures_numeric(loaded) -> None:
 
 
 def test_gpu_cost_is_added_to_the_api_cost_when_gpu_telemetry_attributed_some(loaded) -> None:
-    assert report(loaded)["gpu_cost_available"] is True  # the GPU telemetry migration is in
     Trace.objects.filter(trace_id=reports_data.T1).update(gpu_cost=Decimal("0.75"))
     research = by_name(report(loaded))[RESEARCH]
     assert Decimal(research["gpu_cost_usd"]) == Decimal("0.75")
     assert Decimal(research["cost_usd"]) == Decimal("12.50")  # 11.75 API + 0.75 GPU
     assert Decimal(research["net_value_usd"]) == Decimal("-2.50")
     assert Decimal(research["roi_percent"]) == Decimal("-20.00")
+
+
+def test_a_call_our_own_gpus_served_counts_its_gpu_cost_not_also_its_api_price(loaded) -> None:
+    # T1's planner call ($3.00 at the API price) ran on a mapped self-hosted endpoint: GPU
+    # attribution gave it $0.40 of GPU time (on the billed span and in the trace's rollup).
+    planner = Span.objects.get(project=loaded, trace_id=reports_data.T1, billed=True, agent_name="planner")
+    Span.objects.filter(pk=planner.pk).update(gpu_cost=Decimal("0.40"))
+    Trace.objects.filter(project=loaded, trace_id=reports_data.T1).update(gpu_cost=Decimal("0.40"))
+    research = by_name(report(loaded))[RESEARCH]
+    # API: 11.75 - 3.00 (served by our GPUs) = 8.75; GPU 0.40; cost 9.15, never 11.75 + 0.40.
+    assert Decimal(research["api_cost_usd"]) == Decimal("8.75")
+    assert Decimal(research["gpu_cost_usd"]) == Decimal("0.40")
+    assert Decimal(research["cost_usd"]) == Decimal("9.15")

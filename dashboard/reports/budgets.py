@@ -27,10 +27,11 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from dashboard.models import Budget, BudgetAlert
-from dashboard.reports.common import add, date_ns, has_gpu_cost
+from dashboard.reports.common import date_ns
 from tracer.models import Membership, Project, Span
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def period_end(*, period: str, start: date) -> date:
 
 def budget_spend(*, budget: Budget, start: date) -> Decimal:
     """What the project spent in the period that begins on `start`: the cost of its billed calls
-    that started in the period (plus their GPU cost where known). Decimal, $0 when nothing."""
+    that started in the period: the GPU cost of calls our own GPUs served, the API price of the
+    others. Decimal, $0 when nothing."""
     end = period_end(period=budget.period, start=start)
     billed = Span.objects.filter(
         project_id=budget.project_id,
@@ -66,11 +68,8 @@ def budget_spend(*, budget: Budget, start: date) -> Decimal:
         start_time_unix_nano__gte=date_ns(start),
         start_time_unix_nano__lt=date_ns(end),
     )
-    sums = {"cost": Sum("cost")}
-    if has_gpu_cost():
-        sums["gpu_cost"] = Sum("gpu_cost")
-    totals = billed.aggregate(**sums)
-    return add(totals["cost"], totals.get("gpu_cost")) or Decimal(0)
+    # A call served by our own GPUs costs its GPU time; any other call its API price. Never both.
+    return billed.aggregate(spend=Sum(Coalesce("gpu_cost", "cost")))["spend"] or Decimal(0)
 
 
 def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str = "", webhook_url: str = "") -> Budget:

@@ -1,4 +1,4 @@
-"""Helpers the reports share: time buckets, GPU cost columns, money as JSON."""
+"""Helpers the reports share: time buckets, API cost of self-hosted calls, money as JSON."""
 
 from __future__ import annotations
 
@@ -6,22 +6,21 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.db.models import QuerySet, Sum
 
-from tracer.models import Span, Trace
+from tracer.models import Project, Span, Trace
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
 
 
-def has_gpu_cost() -> bool:
-    """Whether the GPU telemetry issue's nullable `gpu_cost` columns exist on Trace and Span."""
-    try:
-        Trace._meta.get_field("gpu_cost")
-        Span._meta.get_field("gpu_cost")
-    except FieldDoesNotExist:
-        return False
-    return True
+def self_hosted_api_cost(*, project: Project, traces: QuerySet[Trace]) -> dict[str, Decimal]:
+    """trace_id -> the API price of its billed calls that were served by our own GPUs (they carry a
+    GPU cost). Those calls cost their GPU time, not the API price: money counts one or the other."""
+    served = Span.objects.filter(
+        project=project, billed=True, gpu_cost__isnull=False, cost__isnull=False, trace_id__in=traces.values("trace_id")
+    )
+    return dict(served.values("trace_id").annotate(api=Sum("cost")).values_list("trace_id", "api").order_by())
 
 
 def day_of(ns: int) -> date:

@@ -27,7 +27,7 @@ from django.db.models.fields import BigIntegerField
 
 from dashboard import selectors
 from dashboard.filters import TimeRange
-from dashboard.reports.common import NS_PER_DAY, day_of, has_gpu_cost, iso
+from dashboard.reports.common import NS_PER_DAY, day_of, iso
 from tracer.models import Project, Span, Trace
 from tracer.tree import TOKEN_FIELDS
 
@@ -97,12 +97,7 @@ def export_filename(*, kind: str, project: Project, label: str = "") -> str:
     return f"{project.slug}-{kind}{suffix}.csv"
 
 
-def _gpu() -> tuple[str, ...]:
-    return ("gpu_cost",) if has_gpu_cost() else ()
-
-
 def _trace_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
-    gpu = _gpu()
     fields = (
         "trace_id",
         "root_span_name",
@@ -116,7 +111,7 @@ def _trace_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange
         *TOKEN_FIELDS,
         "cost",
         "unpriced_count",
-        *gpu,
+        "gpu_cost",
     )
     yield [
         "trace_id",
@@ -131,7 +126,7 @@ def _trace_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange
         *TOKEN_FIELDS,
         "cost_usd",
         "unpriced_calls",
-        *(("gpu_cost_usd",) if gpu else ()),
+        "gpu_cost_usd",
     ]
     rows = traces.order_by("-start_time_unix_nano", "-pk").values_list(*fields)
     for row in rows.iterator(chunk_size=CHUNK):
@@ -166,7 +161,6 @@ def _spans_of(project: Project, traces: QuerySet[Trace]) -> QuerySet[Span]:
 
 
 def _span_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
-    gpu = _gpu()
     yield [
         "trace_id",
         "span_id",
@@ -185,11 +179,11 @@ def _span_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange,
         *TOKEN_FIELDS,
         "cost_usd",
         "reported_cost_usd",
-        *(("gpu_cost_usd",) if gpu else ()),
+        "gpu_cost_usd",
     ]
     # Ordered by the unique constraint's index (project, trace_id, span_id): the database streams
     # it without a sort, however many spans there are.
-    rows = _spans_of(project, traces).order_by("trace_id", "span_id").values_list(*SPAN_FIELDS, *gpu)
+    rows = _spans_of(project, traces).order_by("trace_id", "span_id").values_list(*SPAN_FIELDS, "gpu_cost")
     for row in rows.iterator(chunk_size=CHUNK):
         (trace_id, span_id, parent, name, kind, agent, model, provider, session, service, start, end, status) = row[:13]
         yield [
@@ -264,7 +258,6 @@ def _model_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange
 def daily_totals(*, project: Project, time_range: TimeRange) -> QuerySet:
     """Billed calls summed per UTC day of the call (`day` is days since 1970), as the Overview's
     cost charts bucket them; budgets count spend the same way."""
-    gpu = {"sum_gpu_cost": Sum("gpu_cost")} if has_gpu_cost() else {}
     day = F("start_time_unix_nano") / Value(NS_PER_DAY, output_field=BigIntegerField())
     billed = time_range.filter(Span.objects.filter(project=project, billed=True))
     return (
@@ -276,15 +269,14 @@ def daily_totals(*, project: Project, time_range: TimeRange) -> QuerySet:
             **{f"sum_{name}": Sum(name, default=0) for name in TOKEN_FIELDS},
             sum_cost=Sum("cost"),
             unpriced_calls=Count("pk", filter=Q(cost__isnull=True)),
-            **gpu,
+            sum_gpu_cost=Sum("gpu_cost"),
         )
         .order_by("day")
     )
 
 
 def _daily_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
-    gpu = _gpu()
-    yield ["day", "calls", "traces", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", *(("gpu_cost_usd",) if gpu else ())]
+    yield ["day", "calls", "traces", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", "gpu_cost_usd"]
     for row in daily_totals(project=project, time_range=time_range):
         yield [
             day_of(row["day"] * NS_PER_DAY).isoformat(),
@@ -293,7 +285,7 @@ def _daily_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange
             *(row[f"sum_{name}"] for name in TOKEN_FIELDS),
             row["sum_cost"],
             row["unpriced_calls"],
-            *(row["sum_gpu_cost"] for _ in gpu),
+            row["sum_gpu_cost"],
         ]
 
 

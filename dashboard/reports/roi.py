@@ -3,8 +3,10 @@
 A workflow is a trace's root span name. For the traces that started in the period:
 - runs: traces; successful runs: traces whose status is ok, unless a span of the trace carries
   `octotrace.success` (the SDK's `octotrace.set_success()`), which then decides (any False wins);
-- tokens and API cost: the traces' rollups (sums over billed spans; unpriced calls are counted,
-  never read as $0); GPU cost: the traces' `gpu_cost` when the GPU telemetry columns exist;
+- tokens: the traces' rollups (sums over billed spans); GPU cost: the traces' `gpu_cost` (GPU time
+  attributed to calls our own GPUs served); API cost: the API price of the other billed calls
+  (unpriced calls are counted, never read as $0). A self-hosted call counts its GPU cost, not
+  also the API price of its tokens;
 - cost = API cost + GPU cost; cost per successful run = cost / successful runs;
 - value = the value per successful run the user entered for the workflow x successful runs;
 - net value = value - cost; ROI % = net value / cost x 100.
@@ -24,7 +26,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from dashboard.models import WorkflowValue
-from dashboard.reports.common import add, has_gpu_cost, money, unmoney, week_of
+from dashboard.reports.common import add, money, self_hosted_api_cost, unmoney, week_of
 from tracer.models import Project, Span, Trace
 from tracer.semconv import SUCCESS_KEYS
 
@@ -108,8 +110,8 @@ def roi_compute(
 ) -> dict[str, Any]:
     """The ROI report of these traces (already filtered to the project and period), as JSON-ready
     data: money as decimal strings. `progress` is called with a percentage now and then."""
-    gpu_available = has_gpu_cost()
     overrides = success_overrides(project=project, traces=traces)
+    self_hosted = self_hosted_api_cost(project=project, traces=traces)
     values = {v.workflow: v.value_usd for v in WorkflowValue.objects.filter(project=project)}
     total = traces.count()
     tallies: dict[str, _Tally] = defaultdict(_Tally)
@@ -123,13 +125,13 @@ def roi_compute(
         "total_tokens",
         "cost",
         "unpriced_count",
+        "gpu_cost",
     ]
-    if gpu_available:
-        fields.append("gpu_cost")
     rows = traces.order_by().values_list(*fields).iterator(chunk_size=PROGRESS_EVERY)
     for done, row in enumerate(rows, 1):
-        trace_id, name, status, start, inputs, outputs, tokens, cost, unpriced = row[:9]
-        gpu = row[9] if gpu_available else None
+        trace_id, name, status, start, inputs, outputs, tokens, cost, unpriced, gpu = row
+        if cost is not None and trace_id in self_hosted:
+            cost -= self_hosted[trace_id]
         ok = overrides.get(trace_id, status == "ok")
         workflow = name or NO_ROOT
         numbers = {
@@ -176,7 +178,7 @@ def roi_compute(
     ]
     if progress is not None:
         progress(100)
-    return {"gpu_cost_available": gpu_available, "workflows": workflows, "totals": totals, "weeks": weeks}
+    return {"workflows": workflows, "totals": totals, "weeks": weeks}
 
 
 def _cost(tally: _Tally) -> Decimal | None:
