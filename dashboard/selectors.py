@@ -59,6 +59,7 @@ def overview(*, project: Project, time_range: TimeRange) -> dict[str, Any]:
         error_traces=Count("pk", filter=Q(status="error")),
         span_count=Sum("span_count", default=0),
         cost=Sum("cost"),
+        gpu_cost=Sum("gpu_cost"),
         unpriced_count=Sum("unpriced_count", default=0),
         **TOKEN_SUMS,
     )
