@@ -8,18 +8,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from octotrace.nvml import FIELDS
 from tracer.models import GpuDevice, GpuSample
 
-SAMPLE_FIELDS = (
-    "utilization_gpu",
-    "utilization_memory",
-    "memory_used_bytes",
-    "power_mw",
-    "energy_mj",
-    "temperature_c",
-    "sm_clock_mhz",
-    "processes",
-)
+# The fields of an NVML reading, as the sampler reads them.
+SAMPLE_FIELDS = FIELDS
 
 
 @dataclass(frozen=True, slots=True)
