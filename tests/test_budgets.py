@@ -42,6 +42,8 @@ class Hook:
                 hook.bodies.append(json.loads(self.rfile.read(length)))
                 hook.headers.append(dict(self.headers))
                 self.send_response(hook.status)
+                if 300 <= hook.status < 400:
+                    self.send_header("Location", "/followed")
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -176,6 +178,23 @@ def test_a_failed_webhook_is_retried_by_the_next_check_without_a_second_email(lo
     assert len(hook.bodies) == 2 and len(mail.outbox) == 1
     alert.refresh_from_db()
     assert alert.delivered_at is not None and alert.error == ""
+
+
+def test_a_webhook_to_an_internal_address_is_refused_outside_local_development(loaded, hook, settings) -> None:
+    settings.OCTOTRACE_WEBHOOK_ALLOW_PRIVATE = False
+    budgets.budget_set(project=loaded, period="daily", amount_usd="10", webhook_url=hook.url)
+    assert budgets.budgets_check(now=MONDAY_NOON).failed == 1
+    alert = BudgetAlert.objects.get()
+    assert "127.0.0.1" in alert.error and "not a public address" in alert.error
+    assert hook.bodies == [] and len(mail.outbox) == 1  # the email still went out, once
+
+
+def test_a_webhook_redirect_is_not_followed(loaded, hook) -> None:
+    budgets.budget_set(project=loaded, period="daily", amount_usd="10", webhook_url=hook.url)
+    hook.status = 302  # to /followed on the same server: urllib would follow it with a GET
+    assert budgets.budgets_check(now=MONDAY_NOON).failed == 1
+    assert "302" in BudgetAlert.objects.get().error
+    assert len(hook.bodies) == 1
 
 
 def test_the_periodic_task_checks_the_current_period(project_a) -> None:

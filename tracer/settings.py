@@ -224,6 +224,9 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "octotrace@localhost")
+# Budget webhooks to loopback, private or link-local addresses are refused (the worker must not
+# be a way into the internal network), except in local development or when this is on.
+OCTOTRACE_WEBHOOK_ALLOW_PRIVATE = env_bool("OCTOTRACE_WEBHOOK_ALLOW_PRIVATE", LOCAL_DEV)
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = VAR_DIR / "broker"

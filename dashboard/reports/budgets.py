@@ -1,7 +1,7 @@
 """Budgets per project (daily and monthly, UTC) and their alerts at 50%, 90% and 100%.
 
-Spend of a period = the cost of the billed calls that started in it (API cost, plus GPU cost where
-the GPU telemetry columns exist): the same figure as the daily cost export and the Overview charts.
+Spend of a period = for each billed call that started in it, its GPU cost when our own GPUs served
+it, else its API cost (never both), bucketed by day as the daily export and the Overview charts.
 
 The periodic check (`reports.budgets_check`, see tracer/celery.py) records each threshold crossed
 as a BudgetAlert row. Its unique constraint (budget, period, threshold) makes "once per period per
@@ -13,8 +13,10 @@ claim and is retried by the next check, up to MAX_ATTEMPTS.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -45,6 +47,36 @@ WEBHOOK_TIMEOUT_SECONDS = 10
 
 class BadBudget(ValueError):
     pass
+
+
+class WebhookRefused(ValueError):
+    pass
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx from a webhook is a failure, not a hop to wherever it points (an internal host)."""
+
+    def redirect_request(self, *args, **kwargs) -> None:
+        return None
+
+
+_WEBHOOK_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def webhook_target_check(url: str) -> None:
+    """Raise WebhookRefused when the webhook's host resolves to an address that is not public
+    (loopback, private, link-local, reserved), unless OCTOTRACE_WEBHOOK_ALLOW_PRIVATE is on."""
+    if settings.OCTOTRACE_WEBHOOK_ALLOW_PRIVATE:
+        return
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM):
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise WebhookRefused(
+                f"{parts.hostname} resolves to {address}, which is not a public address "
+                "(set OCTOTRACE_WEBHOOK_ALLOW_PRIVATE=1 to allow internal webhooks)"
+            )
 
 
 def period_start(*, period: str, day: date) -> date:
@@ -207,13 +239,14 @@ def _send(alert: BudgetAlert) -> None:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
         BudgetAlert.objects.filter(pk=alert.pk).update(email_sent_at=timezone.now())
     if budget.webhook_url:
+        webhook_target_check(budget.webhook_url)
         request = urllib.request.Request(
             budget.webhook_url,
             data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json", "User-Agent": "octotrace-budget-alert"},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with _WEBHOOK_OPENER.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
             if not 200 <= response.status < 300:
                 raise urllib.error.HTTPError(budget.webhook_url, response.status, "not 2xx", response.headers, None)
 
