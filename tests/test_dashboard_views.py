@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -448,3 +449,16 @@ def test_duration_percentiles_are_nearest_rank(client, project_a, bob) -> None:
         ingest_spans(project_a, otlp_span(sid(1), trace=tid(n), start=NOW + n, duration=n * 10**6))
     stats = login(client, bob).get(f"/p/{project_a.slug}/").context["stats"]
     assert (stats["p50_ns"], stats["p95_ns"]) == (10 * 10**6, 19 * 10**6)
+
+
+def test_custom_dates_pick_the_traces_of_those_days(client, project_a, bob) -> None:
+    day = 86_400 * 10**9
+    crew_trace(project_a, 1, start=NOW - 10 * day)
+    crew_trace(project_a, 2, start=NOW - 3 * day)
+    login(client, bob)
+    ten_days_ago = datetime.fromtimestamp((NOW - 10 * day) / 1e9, tz=UTC).date().isoformat()
+    page = client.get(f"/p/{project_a.slug}/traces/", {"from": ten_days_ago, "to": ten_days_ago})
+    assert [t.trace_id for t in page.context["listing"].page.object_list] == [tid(1)]
+    assert f'value="{ten_days_ago}"' in page.content.decode()
+    default = client.get(f"/p/{project_a.slug}/traces/").context["listing"].page.object_list
+    assert [t.trace_id for t in default] == [tid(2)]

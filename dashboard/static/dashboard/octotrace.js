@@ -4,6 +4,10 @@
   document.addEventListener("change", function (event) {
     var el = event.target;
     if (el.id === "project-switcher") { el.form.submit(); }
-    if (el.matches("select[data-autosubmit]")) { el.form.submit(); }
+    if (el.matches("select[data-autosubmit]")) {
+      // A preset range replaces custom dates.
+      el.form.querySelectorAll("[data-range-date]").forEach(function (d) { d.value = ""; });
+      el.form.submit();
+    }
   });
 })();
