@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -227,9 +228,13 @@ class TraceView:
     trace: Trace
     forest: tree.Forest
     sums: dict[str, tuple[dict[str, Any], dict[str, Any]]]
-    breakdowns: dict[str, Any]
     start_ns: int
     span_ns: int
+
+    @cached_property
+    def breakdowns(self) -> dict[str, Any]:
+        """Totals by agent, model and kind: the full page shows them, an expand does not need them."""
+        return tree.breakdowns(self.forest)
 
     def rows(self, nodes: list[tree.Node], *, parent_id: str = "", offset: int = 0, open_depth: int) -> list[Row]:
         """Rows in tree order for `nodes` (siblings, from `offset`), expanded `open_depth` levels
@@ -291,7 +296,6 @@ def trace_view(*, project: Project, trace_id: str) -> TraceView | None:
         trace=trace,
         forest=forest,
         sums=tree.node_totals(forest),
-        breakdowns=tree.breakdowns(forest),
         start_ns=start,
         span_ns=max(end - start, 1),
     )
