@@ -447,7 +447,3 @@ def unpriced_models(*, project: Project, days: int = 30) -> list[dict[str, Any]]
         .annotate(calls=Count("pk"), tokens=Sum("total_tokens", default=0))
         .order_by("-calls", "model")[:50]
     )
-
-
-def decimal_or_none(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -100,15 +101,20 @@ def batch_accept(
     return batch
 
 
-def batch_enqueue(*, batch_id: int) -> bool:
-    """Hand a batch id to the broker. A broker failure is logged, not raised: the batch is stored,
-    and the sweeper re-enqueues it once the broker is back."""
+def stored_batch_enqueue(*, task: str, queue: str, batch_id: int) -> bool:
+    """Hand a stored batch's id to the broker (trace ingest batches, GPU metrics batches). A broker
+    failure is logged, not raised: the batch is stored, and the sweeper re-enqueues it once the
+    broker is back."""
     try:
-        app.send_task(PROCESS_TASK, args=[batch_id], queue=Queues.INGEST.value)
+        app.send_task(task, args=[batch_id], queue=queue)
     except Exception:  # noqa: BLE001 - any broker failure; the row is safe and will be swept
-        log.warning("could not enqueue ingest batch %s; the sweeper will retry", batch_id, exc_info=True)
+        log.warning("could not enqueue %s of batch %s; the sweeper will retry", task, batch_id, exc_info=True)
         return False
     return True
+
+
+def batch_enqueue(*, batch_id: int) -> bool:
+    return stored_batch_enqueue(task=PROCESS_TASK, queue=Queues.INGEST.value, batch_id=batch_id)
 
 
 # --- Processing -----------------------------------------------------------------------------
@@ -445,14 +451,20 @@ def batches_requeue_stuck(*, now: datetime | None = None) -> int:
         Q(status=IngestBatch.Status.PENDING, enqueued_at__lt=cutoff)
         | Q(status=IngestBatch.Status.PROCESSING, enqueued_at__lt=cutoff, started_at__lt=cutoff)
     )
+    return stored_batches_requeue(stuck=stuck, cutoff=cutoff, now=now, enqueue=batch_enqueue)
+
+
+def stored_batches_requeue(*, stuck: QuerySet, cutoff: datetime, now: datetime, enqueue: Callable[..., bool]) -> int:
+    """Re-enqueue the stuck batches of a staging table (`enqueued_at` before `cutoff`), each once
+    even with sweepers running concurrently. Returns how many were handed to the broker."""
     count = 0
     for batch_id in stuck.values_list("pk", flat=True).iterator():
         # Conditional update: if another sweeper (or a worker) moved it meanwhile, leave it.
-        touched = IngestBatch.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
-        if touched and batch_enqueue(batch_id=batch_id):
+        touched = stuck.model.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
+        if touched and enqueue(batch_id=batch_id):
             count += 1
     if count:
-        log.warning("re-enqueued %s stuck ingest batch(es)", count)
+        log.warning("re-enqueued %s stuck %s row(s)", count, stuck.model._meta.verbose_name)
     return count
 
 

@@ -310,17 +310,6 @@ class MetricPoint:
     resource_attributes: dict[str, Any]
 
 
-def count_metric_points(request: ExportMetricsServiceRequest) -> int:
-    total = 0
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                which = metric.WhichOneof("data")
-                if which in ("gauge", "sum"):
-                    total += len(getattr(metric, which).data_points)
-    return total
-
-
 def iter_metric_points(request: ExportMetricsServiceRequest, *, names: frozenset[str]) -> Iterator[MetricPoint]:
     """The number points of the named gauges and sums (histograms and summaries are skipped)."""
     for rm in request.resource_metrics:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -11,29 +13,33 @@ from django.db import InterfaceError, OperationalError
 from tracer import ingest, pricing
 from tracer.gpu import attribution, metrics, retention, sampling
 
+# A task that turns one stored batch into rows. Only a database that is briefly away (restart,
+# failover, deadlock victim) is worth a retry; anything else is a bug or bad data and is recorded
+# on the batch instead.
+STORED_BATCH_TASK = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
 
-@shared_task(
-    name=ingest.PROCESS_TASK,
-    acks_late=True,
-    ignore_result=True,
-    # Only a database that is briefly away (restart, failover, deadlock victim) is worth a retry;
-    # anything else is a bug or bad data and is recorded on the batch instead.
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-    soft_time_limit=120,
-    time_limit=180,
-)
-def process_batch(batch_id: int) -> None:
+
+def _process_or_record(process: Callable[..., Any], mark_failed: Callable[..., None], batch_id: int) -> Any:
     try:
-        ingest.batch_process(batch_id=batch_id)
+        return process(batch_id=batch_id)
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
-        ingest.batch_mark_failed(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
+        mark_failed(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(name=ingest.PROCESS_TASK, soft_time_limit=120, time_limit=180, **STORED_BATCH_TASK)
+def process_batch(batch_id: int) -> None:
+    _process_or_record(ingest.batch_process, ingest.batch_mark_failed, batch_id)
 
 
 @shared_task(name="ingest.requeue_stuck", ignore_result=True, time_limit=300)
@@ -81,26 +87,9 @@ def gpu_sample(host: str) -> int:
     )
 
 
-@shared_task(
-    name=metrics.PROCESS_TASK,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-    soft_time_limit=60,
-    time_limit=90,
-)
+@shared_task(name=metrics.PROCESS_TASK, soft_time_limit=60, time_limit=90, **STORED_BATCH_TASK)
 def gpu_process_metrics(batch_id: int) -> int | None:
-    try:
-        return metrics.metrics_batch_process(batch_id=batch_id)
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception as exc:
-        metrics.metrics_batch_mark_failed(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
-        raise
+    return _process_or_record(metrics.metrics_batch_process, metrics.metrics_batch_mark_failed, batch_id)
 
 
 @shared_task(name="gpu.requeue_stuck_metrics", acks_late=True, ignore_result=True, time_limit=300)

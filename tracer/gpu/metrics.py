@@ -21,8 +21,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from tracer import otlp
-from tracer.celery import Queues, app
+from tracer.celery import Queues
 from tracer.gpu.samples import DeviceKey, SampleRecord, samples_write
+from tracer.ingest import stored_batch_enqueue, stored_batches_requeue
 from tracer.models import GpuMetricsBatch, Project
 
 log = logging.getLogger(__name__)
@@ -175,12 +176,7 @@ def metrics_batch_accept(
 
 
 def metrics_batch_enqueue(*, batch_id: int) -> bool:
-    try:
-        app.send_task(PROCESS_TASK, args=[batch_id], queue=Queues.GPU.value)
-    except Exception:  # noqa: BLE001 - any broker failure; the row is safe and will be swept
-        log.warning("could not enqueue GPU metrics batch %s; the sweeper will retry", batch_id, exc_info=True)
-        return False
-    return True
+    return stored_batch_enqueue(task=PROCESS_TASK, queue=Queues.GPU.value, batch_id=batch_id)
 
 
 def metrics_batch_process(*, batch_id: int) -> int | None:
@@ -232,15 +228,8 @@ def metrics_batches_requeue_stuck(*, now: datetime | None = None) -> int:
     """Re-enqueue pending batches whose message was lost or whose worker died."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.OCTOTRACE_BATCH_STUCK_SECONDS)
-    count = 0
     stuck = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.PENDING, enqueued_at__lt=cutoff)
-    for batch_id in stuck.values_list("pk", flat=True).iterator():
-        touched = GpuMetricsBatch.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
-        if touched and metrics_batch_enqueue(batch_id=batch_id):
-            count += 1
-    if count:
-        log.warning("re-enqueued %s stuck GPU metrics batch(es)", count)
-    return count
+    return stored_batches_requeue(stuck=stuck, cutoff=cutoff, now=now, enqueue=metrics_batch_enqueue)
 
 
 def metrics_batches_prune(*, now: datetime | None = None) -> int:

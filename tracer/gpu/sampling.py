@@ -28,10 +28,6 @@ _reader: NvmlReader | None = None
 _warned: set[str] = set()
 
 
-def sampling_queue(host: str) -> str:
-    return f"gpu.{host}"
-
-
 def local_host() -> str:
     return settings.OCTOTRACE_GPU_HOST_NAME or socket.gethostname()
 

@@ -1,21 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from tracer.gpu.attribution import gpu_attribute
 from tracer.gpu.intervals import NS
+from tracer.management.commands.replay import parse_since
 from tracer.models import Project
-
-
-def _when(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{value!r} is not an ISO date or time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
@@ -34,7 +27,8 @@ class Command(BaseCommand):
             target = Project.objects.get(slug=project)
         except Project.DoesNotExist:
             raise CommandError(f"no project with the slug {project!r}") from None
-        start, end = _when(since), _when(until) if until else timezone.now()
+        start = parse_since(since)
+        end = parse_since(until, "--until") if until else timezone.now()
         if start >= end:
             raise CommandError("--since must be before --until")
         spans = attributed = 0

@@ -8,11 +8,12 @@ from tracer import ingest
 from tracer.models import IngestBatch, Project
 
 
-def parse_since(value: str) -> datetime:
+def parse_since(value: str, option: str = "--since") -> datetime:
+    """An ISO date or datetime from the command line, UTC unless it names a zone."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise CommandError(f"--since {value!r} is not an ISO date or datetime (e.g. 2026-11-01T12:00)") from None
+        raise CommandError(f"{option} {value!r} is not an ISO date or datetime (e.g. 2026-11-01T12:00)") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
