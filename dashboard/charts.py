@@ -8,13 +8,19 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-_LAYOUT = {
-    "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
-    "height": 260,
-    "barmode": "stack",
-    "legend": {"orientation": "h", "y": -0.2},
-    "font": {"size": 11},
-}
+
+def layout(*, title: str, unit: str, barmode: str = "stack", **extra) -> dict:
+    """The dashboard's chart layout: compact, legend below, the unit on the y axis."""
+    return {
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
+        "height": 260,
+        "barmode": barmode,
+        "legend": {"orientation": "h", "y": -0.2},
+        "font": {"size": 11},
+        "title": {"text": title},
+        "yaxis": {"title": {"text": unit}},
+        **extra,
+    }
 
 
 def bucket_label(bucket: int, bucket_ns: int) -> str:
@@ -36,13 +42,24 @@ def stacked_bars(
         {"type": "bar", "name": name, "x": x, "y": [points.get(b, 0) for b in sorted(buckets)]}
         for name, points in sorted(series.items())
     ]
-    return {"data": data, "layout": {**_LAYOUT, "title": {"text": title}, "yaxis": {"title": {"text": unit}}}}
+    return {"data": data, "layout": layout(title=title, unit=unit)}
 
 
-def bars(labels: list[str], values_by_series: dict[str, list[float]], *, title: str, unit: str) -> dict:
-    """Categorical stacked bars (e.g. tokens by agent, one series per token kind)."""
+def bars(
+    labels: list[str], values_by_series: dict[str, list[float]], *, title: str, unit: str, barmode: str = "stack"
+) -> dict:
+    """Categorical bars (e.g. tokens by agent, one series per token kind), stacked or grouped."""
     data = [
         {"type": "bar", "name": name, "x": labels, "y": [float(v or 0) for v in values]}
         for name, values in values_by_series.items()
     ]
-    return {"data": data, "layout": {**_LAYOUT, "title": {"text": title}, "yaxis": {"title": {"text": unit}}}}
+    return {"data": data, "layout": layout(title=title, unit=unit, barmode=barmode)}
+
+
+def lines(x: list, series: dict[str, list], *, title: str, unit: str) -> dict:
+    """One line with markers per series over a shared x axis (weeks, turns)."""
+    data = [
+        {"type": "scatter", "mode": "lines+markers", "name": name or "(none)", "x": x, "y": ys}
+        for name, ys in series.items()
+    ]
+    return {"data": data, "layout": layout(title=title, unit=unit)}

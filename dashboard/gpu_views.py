@@ -15,19 +15,13 @@ from django.db.models import Max, Min
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from dashboard import charts
 from dashboard.access import project_view
 from dashboard.filters import TimeRange
 from tracer.gpu import selectors
 from tracer.gpu.intervals import NS
 from tracer.models import GpuSample, Project, Trace
 
-_LAYOUT = {
-    "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
-    "height": 240,
-    "legend": {"orientation": "h", "y": -0.25},
-    "font": {"size": 11},
-    "xaxis": {"type": "date"},
-}
 # How far around a trace its GPU chart reaches, so the load before and after shows.
 TRACE_MARGIN_NS = 10 * NS
 
@@ -55,7 +49,8 @@ def _lines(summaries: list[selectors.DeviceSummary], metric: str, *, title: str,
                 "y": values,
             }
         )
-    layout = {**_LAYOUT, "title": {"text": title}, "yaxis": {"title": {"text": unit}, "rangemode": "tozero"}}
+    layout = charts.layout(title=title, unit=unit, height=240, xaxis={"type": "date"})
+    layout["yaxis"]["rangemode"] = "tozero"
     if shapes:
         layout["shapes"] = shapes
     return {"data": data, "layout": layout}

@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard import charts
 from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
 from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
@@ -134,22 +135,6 @@ def _run(request: HttpRequest, run_id: int) -> ReportRun:
     return get_object_or_404(ReportRun, pk=run_id, project=request.project, kind=ReportRun.Kind.ROI)
 
 
-def _line(x: list[Any], series: dict[str, list[Any]], *, title: str, unit: str) -> dict:
-    data = [
-        {"type": "scatter", "mode": "lines+markers", "name": name or "(none)", "x": x, "y": ys}
-        for name, ys in series.items()
-    ]
-    layout = {
-        "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
-        "height": 260,
-        "legend": {"orientation": "h", "y": -0.2},
-        "font": {"size": 11},
-        "title": {"text": title},
-        "yaxis": {"title": {"text": unit}},
-    }
-    return {"data": data, "layout": layout}
-
-
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -169,25 +154,17 @@ def roi_figures(result: dict[str, Any]) -> dict[str, dict]:
         name: [_float(points.get(week, {}).get("success_rate")) for week in weeks]
         for name, points in by_workflow.items()
     }
-    bars = {
-        "data": [
-            {"type": "bar", "name": "cost", "x": names, "y": [_float(r["cost_usd"]) or 0 for r in rows]},
-            {"type": "bar", "name": "value", "x": names, "y": [_float(r["value_usd"]) or 0 for r in rows]},
-        ],
-        "layout": {
-            "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
-            "height": 260,
-            "barmode": "group",
-            "legend": {"orientation": "h", "y": -0.2},
-            "font": {"size": 11},
-            "title": {"text": "Cost and value by workflow"},
-            "yaxis": {"title": {"text": "USD"}},
-        },
-    }
+    bars = charts.bars(
+        names,
+        {"cost": [_float(r["cost_usd"]) or 0 for r in rows], "value": [_float(r["value_usd"]) or 0 for r in rows]},
+        title="Cost and value by workflow",
+        unit="USD",
+        barmode="group",
+    )
     return {
         "value": bars if rows else {"data": [], "layout": {}},
-        "cost_per_success": _line(weeks, cost_per_success, title="Cost per successful run, by week", unit="USD"),
-        "success_rate": _line(weeks, success_rate, title="Success rate, by week", unit="share of runs"),
+        "cost_per_success": charts.lines(weeks, cost_per_success, title="Cost per successful run, by week", unit="USD"),
+        "success_rate": charts.lines(weeks, success_rate, title="Success rate, by week", unit="share of runs"),
     }
 
 
@@ -266,32 +243,16 @@ def waste_page(request: HttpRequest, slug: str) -> HttpResponse:
     }
     agents = sorted(result["by_agent"].items(), key=lambda kv: -kv[1]["input_tokens"])[:20]
     figures = {
-        "growth": _line(turns, series, title="Context growth: input tokens per turn, by agent", unit="tokens"),
-        "resent": {
-            "data": [
-                {
-                    "type": "bar",
-                    "name": "unique input",
-                    "x": [a or "(no agent)" for a, _ in agents],
-                    "y": [f["unique_input_tokens"] for _, f in agents],
-                },
-                {
-                    "type": "bar",
-                    "name": "re-sent input",
-                    "x": [a or "(no agent)" for a, _ in agents],
-                    "y": [f["resent_tokens"] for _, f in agents],
-                },
-            ],
-            "layout": {
-                "margin": {"l": 60, "r": 10, "t": 30, "b": 40},
-                "height": 260,
-                "barmode": "stack",
-                "legend": {"orientation": "h", "y": -0.2},
-                "font": {"size": 11},
-                "title": {"text": "Unique and re-sent input tokens by agent"},
-                "yaxis": {"title": {"text": "tokens"}},
+        "growth": charts.lines(turns, series, title="Context growth: input tokens per turn, by agent", unit="tokens"),
+        "resent": charts.bars(
+            [a or "(no agent)" for a, _ in agents],
+            {
+                "unique input": [f["unique_input_tokens"] for _, f in agents],
+                "re-sent input": [f["resent_tokens"] for _, f in agents],
             },
-        },
+            title="Unique and re-sent input tokens by agent",
+            unit="tokens",
+        ),
     }
     context = {
         "page": "reports",
