@@ -189,7 +189,7 @@ class Span(models.Model):
     events = models.JSONField(default=list)
     links = models.JSONField(default=list)
 
-    # Normalized columns, filled by the attribute normalization (tracer/semconv.py, next issue).
+    # Normalized columns, filled by the attribute normalization (tracer/semconv.py).
     # Database defaults too, since the COPY path of ingest writes only the columns it knows.
     kind = models.CharField(max_length=12, blank=True, default="", db_default="")
     agent_name = models.CharField(max_length=200, blank=True, default="", db_default="")
