@@ -14,12 +14,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 
 from tracer.models import Membership
+from tracer.projects import membership_for
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.MEMBER: 1, Membership.Role.OWNER: 2}
-
-
-def membership_for(*, user, slug: str) -> Membership | None:
-    return Membership.objects.select_related("project").filter(user=user, project__slug=slug).first()
 
 
 def project_view(min_role: str = Membership.Role.VIEWER) -> Callable:

@@ -20,9 +20,9 @@ from django.views.decorators.http import require_GET
 
 from tracer import tree
 from tracer.gpu.attribution import gpu_by_agent
-from tracer.models import Membership, Project, Span, Trace
+from tracer.models import Project, Span, Trace
 from tracer.pricing import prices_effective
-from tracer.projects import apikey_authenticate
+from tracer.projects import apikey_authenticate, membership_for
 from tracer.views import request_secret
 
 PAGE_SIZE = 50
@@ -89,7 +89,7 @@ def request_project(request: HttpRequest) -> Project | JsonResponse:
         return _error(401, "authenticate with an API key or log in")
     if not slug:
         return _error(400, "name the project with ?project=<slug>")
-    membership = Membership.objects.select_related("project").filter(user=request.user, project__slug=slug).first()
+    membership = membership_for(user=request.user, slug=slug)
     if membership is None:
         raise Http404("no such project")
     return membership.project

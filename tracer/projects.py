@@ -27,6 +27,12 @@ def project_create(*, name: str, owner: AbstractBaseUser | None = None, slug: st
     return project
 
 
+def membership_for(*, user: AbstractBaseUser, slug: str) -> Membership | None:
+    """The user's membership of the project with this slug (with the project), or None: the one
+    tenancy check the dashboard and the read API share."""
+    return Membership.objects.select_related("project").filter(user=user, project__slug=slug).first()
+
+
 def apikey_create(*, project: Project, name: str = "default") -> tuple[ApiKey, str]:
     """Create a key; returns it with its secret, which is not stored and cannot be shown again."""
     secret = ApiKey.new_secret()
