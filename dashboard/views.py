@@ -25,10 +25,10 @@ from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
 from dashboard.gpu_views import trace_gpu_context
 from tracer.api import BadParameter
+from tracer.celery import task_enqueue
 from tracer.models import ApiKey, Membership, ModelPrice
-from tracer.pricing import prices_effective
+from tracer.pricing import REPRICE_TASK, prices_effective
 from tracer.projects import apikey_create, apikey_revoke
-from tracer.tasks import reprice_project
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -216,7 +216,7 @@ def price_add(request: HttpRequest, slug: str) -> HttpResponse:
             request, "dashboard/prices.html", {**_prices_context(request), "prefill": request.POST}, status=400
         )
     # Costs already stored follow the new price: re-priced by the worker.
-    transaction.on_commit(lambda: reprice_project.delay(project_id=request.project.pk))
+    task_enqueue(REPRICE_TASK, request.project.pk)
     messages.success(request, f"Price for {values['model_pattern']} saved; stored calls are being re-priced.")
     return redirect("dashboard:prices", slug=slug)
 
@@ -238,7 +238,7 @@ def price_delete(request: HttpRequest, slug: str, price_id: int) -> HttpResponse
     deleted, _ = ModelPrice.objects.filter(project=request.project, pk=price_id).delete()
     if not deleted:
         raise Http404("no such price override")
-    transaction.on_commit(lambda: reprice_project.delay(project_id=request.project.pk))
+    task_enqueue(REPRICE_TASK, request.project.pk)
     messages.success(request, "Override deleted; stored calls are being re-priced.")
     return redirect("dashboard:prices", slug=slug)
 

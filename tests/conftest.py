@@ -21,7 +21,7 @@ from tracer.models import ApiKey, IngestBatch, Membership, Project
 from tracer.projects import apikey_create, project_create
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "otlp-corpus"
+CORPUS = ROOT / "tests" / "fixtures" / "otlp"
 # Trace captures: (stem, body file, Content-Encoding).
 CORPUS_CAPTURES = [
     ("otel-openai-v2-multiagent-content", "otel-openai-v2-multiagent-content.pb", ""),
@@ -37,7 +37,7 @@ CORPUS_CAPTURES = [
 def corpus_bytes(name: str) -> bytes:
     path = CORPUS / name
     if not path.exists():
-        pytest.fail(f"OTLP corpus file missing: {path} (the corpus lives in ../shared/otlp-corpus/)")
+        pytest.fail(f"OTLP corpus file missing: {path} (the fixtures live in tests/fixtures/otlp/)")
     return path.read_bytes()
 
 

@@ -371,10 +371,10 @@ def server_without_database(tmp_path: Path) -> Iterator[str]:
         "OCTOTRACE_LOCAL_DEV": "1",
         "OCTOTRACE_VAR_DIR": str(tmp_path / "var"),
         "OCTOTRACE_RETRY_AFTER_SECONDS": "7",
-        "DJANGO_SETTINGS_MODULE": "tracer.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     log = tempfile.TemporaryFile()
-    command = [sys.executable, "-m", "gunicorn", "tracer.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

@@ -6,12 +6,17 @@ A worker started without `-Q` consumes every queue below; production splits them
 from __future__ import annotations
 
 import enum
+import logging
 import os
 
 from celery import Celery
+from django.conf import settings
+from django.db import transaction
 from kombu import Queue
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracer.settings")
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 
 class Queues(enum.StrEnum):
@@ -26,8 +31,6 @@ def gpu_sampling_schedule() -> dict[str, dict]:
     `gpu.<host>`, which only the worker on that host consumes (`celery -A tracer worker -Q gpu.$HOST`).
     A message not picked up before the next one is due expires, so a host that was down does not
     come back to a backlog of stale sampling runs."""
-    from django.conf import settings
-
     every = float(settings.OCTOTRACE_GPU_SAMPLE_SECONDS)
     return {
         f"gpu-sample-{host}": {
@@ -114,3 +117,24 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks()
+
+
+# --- The one way to enqueue a task -----------------------------------------------------------
+
+
+def task_send(name: str, *args: object, countdown: float | None = None) -> bool:
+    """Send task `name` to the broker now, routed by its name (task_routes above). A broker failure
+    is logged and answered False, never raised: callers enqueue work whose state is already stored
+    (a batch row, a report run), and a sweeper or the next periodic run picks it up."""
+    try:
+        app.send_task(name, args=list(args), countdown=countdown)
+    except Exception:  # noqa: BLE001 - any broker failure; the stored state is safe and will be swept
+        log.warning("could not enqueue %s%r; it will be retried by its sweeper", name, args, exc_info=True)
+        return False
+    return True
+
+
+def task_enqueue(name: str, *args: object, countdown: float | None = None) -> None:
+    """Enqueue task `name` once the current transaction commits (at once outside a transaction), so
+    a worker never looks for a row that is not committed. Tasks take ids, never instances."""
+    transaction.on_commit(lambda: task_send(name, *args, countdown=countdown))

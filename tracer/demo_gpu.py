@@ -24,13 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
-
 from octotrace.gpu_agent import GpuAgent
 from octotrace.nvml import NvmlReader
 from octotrace.testing.fake_pynvml import FakeGpu, FakeNvml
 from tracer import otlp
-from tracer.celery import Queues, app
+from tracer.celery import task_enqueue
 from tracer.gpu.metrics import metrics_batch_accept
 from tracer.gpu.prices import endpoint_upsert
 from tracer.gpu.samples import DeviceKey, devices_upsert
@@ -192,18 +190,10 @@ def demo_gpu_accept(*, project: Project, sampling: SimulatedSampling, base_url: 
         metrics_batch_accept(project=project, body=body, content_type=otlp.PROTOBUF, user_agent=USER_AGENT)
         for body in sampling.bodies
     ]
-    transaction.on_commit(attribution_enqueue)
+    # The worker's periodic gpu.attribute, once more ATTRIBUTE_COUNTDOWN_S from now (if the broker is
+    # down, beat's periodic run attributes the demo too).
+    task_enqueue("gpu.attribute", countdown=ATTRIBUTE_COUNTDOWN_S)
     return [b for b in batches if b is not None]
-
-
-def attribution_enqueue() -> bool:
-    """Send the worker's periodic gpu.attribute task once, ATTRIBUTE_COUNTDOWN_S from now."""
-    try:
-        app.send_task("gpu.attribute", queue=Queues.GPU.value, countdown=ATTRIBUTE_COUNTDOWN_S)
-    except Exception:  # noqa: BLE001 - any broker failure; the periodic run attributes the demo too
-        log.warning("could not enqueue gpu.attribute for the demo; beat's periodic run will do it", exc_info=True)
-        return False
-    return True
 
 
 def mock_nim_base_url(spans: Sequence[Any]) -> str | None:

@@ -22,7 +22,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from tracer import otlp, semconv, tree
-from tracer.celery import Queues, app
+from tracer.celery import task_enqueue, task_send
 from tracer.models import IngestBatch, Project, Span, Trace
 from tracer.pricing import PriceBook, Usage
 
@@ -97,24 +97,14 @@ def batch_accept(
             user_agent=user_agent[:300],
             span_count=span_count,
         )
-        transaction.on_commit(lambda: batch_enqueue(batch_id=batch.pk))
+        task_enqueue(PROCESS_TASK, batch.pk)
     return batch
 
 
-def stored_batch_enqueue(*, task: str, queue: str, batch_id: int) -> bool:
-    """Hand a stored batch's id to the broker (trace ingest batches, GPU metrics batches). A broker
-    failure is logged, not raised: the batch is stored, and the sweeper re-enqueues it once the
-    broker is back."""
-    try:
-        app.send_task(task, args=[batch_id], queue=queue)
-    except Exception:  # noqa: BLE001 - any broker failure; the row is safe and will be swept
-        log.warning("could not enqueue %s of batch %s; the sweeper will retry", task, batch_id, exc_info=True)
-        return False
-    return True
-
-
 def batch_enqueue(*, batch_id: int) -> bool:
-    return stored_batch_enqueue(task=PROCESS_TASK, queue=Queues.INGEST.value, batch_id=batch_id)
+    """Hand a stored batch's id to the broker now (the sweeper and replay); False if the broker is
+    down, and the sweeper tries again."""
+    return task_send(PROCESS_TASK, batch_id)
 
 
 # --- Processing -----------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from tracer.models import ModelPrice, Project
 
 CATALOG = Path(__file__).resolve().parent / "data" / "prices.json"
 PER_TOKENS = Decimal(1_000_000)
+# The worker task that re-prices a project's stored calls after its prices changed (tracer/tasks.py).
+REPRICE_TASK = "prices.reprice_project"
 # Span costs are stored with 10 decimal places (a millionth of a cent is still visible).
 QUANTUM = Decimal("0.0000000001")
 

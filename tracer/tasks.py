@@ -53,7 +53,7 @@ def purge_raw_bodies() -> int:
 
 
 @shared_task(
-    name="prices.reprice_project",
+    name=pricing.REPRICE_TASK,
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),

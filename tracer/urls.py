@@ -1,9 +1,9 @@
+"""The server core's routes: the OTLP receivers and the JSON read API."""
+
 from __future__ import annotations
 
-from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
 
-from dashboard import report_views
 from tracer import api, views
 
 urlpatterns = [
@@ -12,9 +12,4 @@ urlpatterns = [
     path("api/v1/traces", api.traces_list, name="api-traces"),
     path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api-trace"),
     path("api/v1/prices", api.prices_list, name="api-prices"),
-    path("api/v1/export/<str:kind>.csv", report_views.api_export, name="api-export"),
-    path("admin/", admin.site.urls),
-    path("", include("dashboard.urls")),
 ]
-
-handler400 = "dashboard.views.bad_request"

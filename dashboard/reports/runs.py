@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.models import ReportRun
 from dashboard.reports import roi
+from tracer.celery import task_enqueue
 from tracer.models import Project, Trace
 
 ROI_TASK = "reports.roi_run"
@@ -26,10 +26,7 @@ def roi_report_start(*, project: Project, start_ns: int | None, end_ns: int | No
         params={"start_ns": start_ns, "end_ns": end_ns, "label": label},
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    from dashboard import tasks  # the task module imports this one
-
-    # After commit, so the worker never looks for a row it cannot see yet.
-    transaction.on_commit(lambda: tasks.roi_run.delay(run.pk))
+    task_enqueue(ROI_TASK, run.pk)
     return run
 
 

@@ -1,6 +1,6 @@
 """The openai instrumentation against canned OpenAI-shaped HTTP replies (httpx2.MockTransport).
 
-The replies follow the mock NIM's rules (see shared/otlp-corpus/README.md): with
+The replies follow the mock NIM's rules (see tests/fixtures/otlp/README.md): with
 stream_options.include_usage the server sends `"usage": null` on every chunk and one last
 usage-only chunk with `choices: []`.
 """

@@ -21,9 +21,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from tracer import otlp
-from tracer.celery import Queues
+from tracer.celery import task_enqueue, task_send
 from tracer.gpu.samples import DeviceKey, SampleRecord, samples_write
-from tracer.ingest import stored_batch_enqueue, stored_batches_requeue
+from tracer.ingest import stored_batches_requeue
 from tracer.models import GpuMetricsBatch, Project
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,12 @@ def metrics_batch_accept(
             user_agent=user_agent[:300],
             point_count=points,
         )
-        transaction.on_commit(lambda: metrics_batch_enqueue(batch_id=batch.pk))
+        task_enqueue(PROCESS_TASK, batch.pk)
     return batch
 
 
 def metrics_batch_enqueue(*, batch_id: int) -> bool:
-    return stored_batch_enqueue(task=PROCESS_TASK, queue=Queues.GPU.value, batch_id=batch_id)
+    return task_send(PROCESS_TASK, batch_id)
 
 
 def metrics_batch_process(*, batch_id: int) -> int | None:

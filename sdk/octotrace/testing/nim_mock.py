@@ -1,8 +1,8 @@
 """Deterministic mock of an NVIDIA NIM (OpenAI-compatible) endpoint, stdlib only.
 
 Used by demos and tests so that token accounting can be checked against numbers computed by hand.
-The token rules are the ones of the mock that produced ``shared/otlp-corpus`` (section "Mock NIM
-endpoint" of its README), so traces recorded against this server and the corpus agree:
+The token rules are the ones of the mock that produced the OTLP fixtures (section "Mock NIM endpoint"
+of ``tests/fixtures/otlp/README.md``), so traces recorded against this server and the corpus agree:
 
 * ``tok(s) = ceil(len(s) / 4)`` (0 for empty)
 * message tokens = ``4 + tok(role) + tok(content) + tok(name)`` (+ tool_calls JSON / tool_call_id)

@@ -103,8 +103,8 @@ MIDDLEWARE = [
     "dashboard.middleware.SecurityHeadersMiddleware",
 ]
 
-ROOT_URLCONF = "tracer.urls"
-WSGI_APPLICATION = "tracer.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {
