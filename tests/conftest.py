@@ -3,115 +3,45 @@ project B belongs to someone else."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
 import time
 import uuid
-import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from tracer.models import ApiKey, IngestBatch, Membership, Project
-from tracer.projects import apikey_create, project_create
-
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "tests" / "fixtures" / "otlp"
-# Trace captures: (stem, body file, Content-Encoding).
-CORPUS_CAPTURES = [
-    ("otel-openai-v2-multiagent-content", "otel-openai-v2-multiagent-content.pb", ""),
-    ("otel-openai-v2-multiagent-nocontent", "otel-openai-v2-multiagent-nocontent.pb", ""),
-    ("otel-openai-v2-legacy-multiagent-content", "otel-openai-v2-legacy-multiagent-content.pb", ""),
-    ("openinference-openai-multiagent", "openinference-openai-multiagent.pb", ""),
-    ("openinference-openai-multiagent-genai-semconv", "openinference-openai-multiagent-genai-semconv.pb.gz", "gzip"),
-    ("traceloop-openai-multiagent-content", "traceloop-openai-multiagent-content.pb", ""),
-    ("traceloop-openai-multiagent-nocontent", "traceloop-openai-multiagent-nocontent.pb", ""),
-]
-
-
-def corpus_bytes(name: str) -> bytes:
-    path = CORPUS / name
-    if not path.exists():
-        pytest.fail(f"OTLP corpus file missing: {path} (the fixtures live in tests/fixtures/otlp/)")
-    return path.read_bytes()
-
-
-def corpus_protobuf(stem: str) -> bytes:
-    """The capture's uncompressed protobuf body."""
-    for capture, body, encoding in CORPUS_CAPTURES:
-        if capture == stem:
-            data = corpus_bytes(body)
-            return gzip.decompress(data) if encoding == "gzip" else data
-    raise KeyError(stem)
-
-
-def gzip_bomb(size: int, *, chunk: int = 1024 * 1024) -> bytes:
-    """`size` zero bytes, gzipped chunk by chunk so the test never holds the inflated body."""
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zeros = bytes(chunk)
-    parts = [deflater.compress(zeros) for _ in range(size // chunk)]
-    parts.append(deflater.flush())
-    return b"".join(parts)
-
-
-def decode_status(body: bytes) -> tuple[int, str]:
-    """Decode a google.rpc.Status by hand: field 1 varint `code`, field 2 string `message`."""
-
-    def varint(pos: int) -> tuple[int, int]:
-        value, shift = 0, 0
-        while True:
-            byte = body[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, pos
-
-    code, message, pos = 0, "", 0
-    while pos < len(body):
-        tag, pos = varint(pos)
-        field, wire_type = tag >> 3, tag & 7
-        if (field, wire_type) == (1, 0):
-            code, pos = varint(pos)
-        elif (field, wire_type) == (2, 2):
-            length, pos = varint(pos)
-            message = body[pos : pos + length].decode()
-            pos += length
-        else:
-            raise AssertionError(f"unexpected field {field} wire type {wire_type} in a google.rpc.Status")
-    return code, message
+from tests.factories import ROOT, S, gpu_data_create, project_with_members, user_create
+from tracer.models import ApiKey, Project
+from tracer.projects import apikey_create
 
 
 @pytest.fixture
 def alice(db) -> User:
-    return User.objects.create_user("alice", password="alice-password")
+    return user_create("alice")
 
 
 @pytest.fixture
 def bob(db) -> User:
-    return User.objects.create_user("bob", password="bob-password")
+    return user_create("bob")
 
 
 @pytest.fixture
 def charlie(db) -> User:
-    return User.objects.create_user("charlie", password="charlie-password")
+    return user_create("charlie")
 
 
 @pytest.fixture
 def project_a(alice, bob) -> Project:
-    project = project_create(name="Project A", owner=alice)
-    Membership.objects.create(project=project, user=bob, role=Membership.Role.MEMBER)
-    return project
+    return project_with_members("Project A", owner=alice, members=(bob,))
 
 
 @pytest.fixture
 def project_b(db) -> Project:
-    return project_create(name="Project B")
+    return project_with_members("Project B")
 
 
 @pytest.fixture
@@ -173,12 +103,7 @@ def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
         print((tmp_path / "worker.log").read_text())
 
 
-def wait_until_processed(project: Project, *, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        unfinished = IngestBatch.objects.filter(project=project).exclude(status=IngestBatch.Status.DONE)
-        if IngestBatch.objects.filter(project=project).exists() and not unfinished.exists():
-            return
-        time.sleep(0.25)
-    states = list(IngestBatch.objects.filter(project=project).values_list("pk", "status", "error"))
-    pytest.fail(f"batches not processed within {timeout}s: {states}")
+@pytest.fixture
+def gpu_data(project_a, project_b) -> str:
+    """An H100 of project A sampled for 10 s with one LLM call on it (tests/factories.py); the trace id."""
+    return gpu_data_create(project_a, project_b, t0=(time.time_ns() - 3600 * S) // S * S)

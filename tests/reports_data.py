@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
-from tests.test_pricing import MODEL, UNPRICED_MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
+from tests.factories import MODEL, UNPRICED_MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
 from tracer.models import Project
 
 T1, T2, T3, T4 = tid(1), tid(2), tid(3), tid(4)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from tests.test_pricing import MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
+from tests.factories import MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
 from tracer.models import ApiKey, Project
 from tracer.projects import apikey_revoke
 

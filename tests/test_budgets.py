@@ -20,8 +20,8 @@ from dashboard import tasks
 from dashboard.models import Budget, BudgetAlert
 from dashboard.reports import budgets
 from tests import reports_data
+from tests.factories import chat, ingest_spans, otlp_span, sid, tid
 from tests.reports_data import START_T1, T1, workflow_root
-from tests.test_pricing import chat, ingest_spans, otlp_span, sid, tid
 from tracer.models import Span
 
 MONDAY_NOON = datetime(2026, 3, 2, 12, tzinfo=UTC)  # T1's day: $8.25 spent

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from tests.conftest import corpus_protobuf
+from tests.factories import corpus_protobuf
 from tracer import ingest, otlp
 from tracer.gpu.metrics import metrics_batch_process
 from tracer.models import (

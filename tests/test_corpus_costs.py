@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CORPUS, CORPUS_CAPTURES, corpus_bytes
+from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes
 from tracer import ingest, otlp
 from tracer.models import Project, Span, Trace
 

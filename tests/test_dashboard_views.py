@@ -1,62 +1,20 @@
 """The dashboard's pages through Django's test client: tenancy and roles, pinned query counts,
 filters, the tree's expand-on-demand, prices, members and keys, escaping and security headers.
-Data goes in through the ingest service (tests/test_pricing.py's helpers)."""
+Data goes in through the ingest service (tests/factories.py)."""
 
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.test import Client
 
-from tests.test_pricing import MODEL, chat, ingest_spans, otlp_span, price, sid, tid
+from tests.factories import MODEL, NOW, crew_trace, ingest_spans, otlp_span, price, sid, tid
+from tracer.celery import app as celery_app
 from tracer.models import ApiKey, Membership, ModelPrice, Project, Span, Trace
-
-NOW = time.time_ns() - 3600 * 10**9  # an hour ago: inside every default time range
-
-
-def agent(name: str) -> dict:
-    return {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
-
-
-def crew_trace(project: Project, n: int, *, start: int = NOW, cost_model: str = MODEL, error: bool = False) -> str:
-    """A workflow with a planner agent delegating to a coder agent, each making one call."""
-    trace = tid(n)
-    ingest_spans(
-        project,
-        otlp_span(
-            sid(1),
-            trace=trace,
-            name=f"invoke_workflow flow{n % 2}",
-            start=start,
-            duration=10**9,
-            attrs={"gen_ai.operation.name": "invoke_workflow"},
-        ),
-        otlp_span(sid(2), sid(1), trace=trace, name="invoke_agent planner", start=start + 1, attrs=agent("planner")),
-        otlp_span(
-            sid(3),
-            sid(2),
-            trace=trace,
-            name=f"chat {cost_model}",
-            start=start + 2,
-            attrs=chat(model=cost_model, input=1000, cached=200, output=300, reasoning=100),
-        ),
-        otlp_span(
-            sid(4), sid(2), trace=trace, name="invoke_agent coder", start=start + 3, attrs=agent("coder"), error=error
-        ),
-        otlp_span(
-            sid(5),
-            sid(4),
-            trace=trace,
-            name=f"chat {cost_model}",
-            start=start + 4,
-            attrs=chat(model=cost_model, input=2000, output=500),
-        ),
-    )
-    return trace
+from tracer.pricing import REPRICE_TASK, spans_reprice
 
 
 @pytest.fixture
@@ -331,19 +289,17 @@ def test_an_owner_prices_an_unpriced_model_and_stored_calls_follow(
     login(client, alice)
     page = client.get(f"/p/{project_a.slug}/prices/")
     assert [u["model"] for u in page.context["unpriced"]] == ["acme/mystery-1"]
-    repriced: list[int] = []
-    monkeypatch.setattr("dashboard.views.reprice_project.delay", lambda project_id: repriced.append(project_id))
+    sent: list[tuple[str, list]] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, countdown=None: sent.append((name, args)))
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             f"/p/{project_a.slug}/prices/add",
             {"model_pattern": "acme/mystery-1", "input": "1", "output": "2", "valid_from": "2020-01-01"},
         )
     assert response.status_code == 302
-    assert repriced == [project_a.pk]
+    assert sent == [(REPRICE_TASK, [project_a.pk])]
     override = ModelPrice.objects.get(project=project_a)
     assert override.input == Decimal("1") and override.cached_input is None
-    from tracer.pricing import spans_reprice
-
     spans_reprice(project_id=project_a.pk)  # what the task does
     assert Trace.objects.get(project=project_a).cost == Decimal(3000 * 1 + 800 * 2) / 10**6
     assert client.get(f"/p/{project_a.slug}/prices/").context["unpriced"] == []

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
-from tests.conftest import wait_until_processed
+from tests.factories import wait_until_processed
 from tracer import demo_gpu
 from tracer.models import Endpoint, GpuDevice, GpuMetricsBatch, GpuSample, Project, Span
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.utils import timezone
 
-from tests.conftest import CORPUS, CORPUS_CAPTURES, corpus_bytes, wait_until_processed
+from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, wait_until_processed
 from tracer import ingest, otlp
 from tracer.models import IngestBatch, Span, Trace
 

@@ -9,7 +9,7 @@ import pytest
 
 import octotrace
 from examples.research_crew import crew
-from tests.conftest import wait_until_processed
+from tests.factories import wait_until_processed
 from tracer.models import Span, Trace
 from tracer.pricing import prices_sync
 

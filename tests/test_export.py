@@ -13,8 +13,8 @@ from dashboard import selectors
 from dashboard.filters import TimeRange
 from dashboard.reports import exports
 from tests import reports_data
+from tests.factories import ingest_spans, otlp_span, sid, tid
 from tests.reports_data import RESEARCH, START_T3, T1, T2, T3, T4, TRIAGE
-from tests.test_pricing import ingest_spans, otlp_span, sid, tid
 from tracer.models import Trace
 
 

@@ -87,7 +87,7 @@ def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
     import octotrace
     from octotrace import gpu_agent
     from octotrace.testing.nim_mock import NimMock
-    from tests.conftest import wait_until_processed
+    from tests.factories import wait_until_processed
     from tracer.celery import app
     from tracer.gpu.prices import endpoint_upsert
     from tracer.models import Span, Trace

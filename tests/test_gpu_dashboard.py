@@ -4,62 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from decimal import Decimal
 
 import pytest
 from django.test import Client
-
-from tracer.gpu.attribution import gpu_attribute
-from tracer.gpu.prices import endpoint_upsert
-from tracer.models import GpuDevice, GpuSample, Span, Trace
-
-S = 10**9
-T0 = (time.time_ns() - 3600 * S) // S * S  # an hour ago: inside the default range
-
-
-@pytest.fixture
-def gpu_data(project_a, project_b):
-    """project A: an H100 sampled for 10 s at 400 W with a 4 s LLM call on it; project B: its own GPU."""
-    device = GpuDevice.objects.create(project=project_a, host="nim-1", uuid="GPU-dash", name="NVIDIA H100 80GB HBM3")
-    GpuSample.objects.bulk_create(
-        GpuSample(
-            device=device,
-            time_unix_nano=T0 + t * S,
-            utilization_gpu=90 if 2 <= t <= 6 else 5,
-            power_mw=400_000,
-            energy_mj=t * 400_000,
-            memory_used_bytes=60 * 2**30,
-        )
-        for t in range(11)
-    )
-    GpuDevice.objects.create(project=project_b, host="other-host", uuid="GPU-secret", name="NVIDIA H200")
-    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-dash"])
-    trace_id = "ab" * 16
-    Trace.objects.create(
-        project=project_a,
-        trace_id=trace_id,
-        root_span_name="research crew",
-        start_time_unix_nano=T0 + 2 * S,
-        end_time_unix_nano=T0 + 6 * S,
-        cost=Decimal("0.0100"),
-        span_count=1,
-    )
-    Span.objects.create(
-        project=project_a,
-        trace_id=trace_id,
-        span_id="1" * 16,
-        name="chat nemotron-super",
-        kind="llm",
-        billed=True,
-        agent_name="planner",
-        cost=Decimal("0.0100"),
-        start_time_unix_nano=T0 + 2 * S,
-        end_time_unix_nano=T0 + 6 * S,
-        attributes={"server.address": "nim.internal", "server.port": 8000},
-    )
-    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 10 * S)
-    return trace_id
 
 
 def figure(html: str, name: str) -> dict:

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import NumberDataPoint
 
-from tests.conftest import decode_status, gzip_bomb
+from tests.factories import decode_status, gzip_bomb
 from tracer import otlp
 from tracer.gpu import metrics
 from tracer.models import GpuDevice, GpuMetricsBatch, GpuSample

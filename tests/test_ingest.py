@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.conftest import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
+from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
 from tracer import ingest, otlp
 from tracer.celery import Queues, app
 from tracer.models import IngestBatch, Project, Span, Trace

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
+from tests.factories import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
 from tracer import otlp
 
 STEMS = [stem for stem, _, _ in CORPUS_CAPTURES]

@@ -1,7 +1,7 @@
 """Span costs and trace totals: tracer/pricing.py through the real ingest path, and the
 `reprice` and `syncprices` commands.
 
-Spans are built here as OTLP protobuf, accepted with ingest.batch_accept and processed with
+Spans are built as OTLP protobuf (tests/factories.py), accepted with ingest.batch_accept and processed with
 ingest.batch_process. Prices are our own rows for a made-up model, so the numbers are round:
 with token counts in the hundreds of thousands, a cost is a few dollars and exact in Decimal.
 """
@@ -9,7 +9,7 @@ with token counts in the hundreds of thousands, a cost is a few dollars and exac
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -17,142 +17,9 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tracer import ingest, otlp
+from tests.factories import MODEL, T0, TRACE, UNPRICED_MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
 from tracer.models import ModelPrice, Project, Span, Trace
-
-MODEL = "acme-test-model"
-# Matches no pattern of the shipped catalog.
-UNPRICED_MODEL = "mystery-model-9000"
-
-
-def ns(value: str) -> int:
-    """An ISO datetime (UTC) as Unix nanoseconds, computed in integers."""
-    moment = datetime.fromisoformat(value).replace(tzinfo=UTC)
-    seconds = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1)
-    return seconds * 1_000_000_000 + moment.microsecond * 1000
-
-
-T0 = ns("2026-03-01T12:00:00")
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-
-
-def tid(n: int) -> str:
-    return f"{n:032x}"
-
-
-def sid(n: int) -> str:
-    return f"{n:016x}"
-
-
-# --- Building and ingesting OTLP ---------------------------------------------------------------
-
-
-def _any(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    return AnyValue(string_value=str(value))
-
-
-def otlp_span(
-    span_id: str,
-    parent: str = "",
-    *,
-    trace: str = TRACE,
-    name: str = "chat",
-    start: int = T0,
-    duration: int = 1_000_000,
-    error: bool = False,
-    attrs: dict[str, Any] | None = None,
-) -> trace_pb2.Span:
-    span = trace_pb2.Span(
-        trace_id=bytes.fromhex(trace),
-        span_id=bytes.fromhex(span_id),
-        parent_span_id=bytes.fromhex(parent) if parent else b"",
-        name=name,
-        start_time_unix_nano=start,
-        end_time_unix_nano=start + duration,
-    )
-    if error:
-        span.status.code = trace_pb2.Status.STATUS_CODE_ERROR
-    for key, value in (attrs or {}).items():
-        span.attributes.append(KeyValue(key=key, value=_any(value)))
-    return span
-
-
-def otlp_body(*spans: trace_pb2.Span, service: str = "agent-service") -> bytes:
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.attributes.append(KeyValue(key="service.name", value=_any(service)))
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "tests"
-    scope_spans.spans.extend(spans)
-    return request.SerializeToString()
-
-
-def ingest_spans(project: Project, *spans: trace_pb2.Span) -> None:
-    """One batch holding these spans, accepted and processed like the worker does."""
-    batch = ingest.batch_accept(project=project, body=otlp_body(*spans), content_type=otlp.PROTOBUF)
-    assert batch is not None
-    result = ingest.batch_process(batch_id=batch.pk)
-    assert result is not None and result.spans == len(spans)
-
-
-def chat(
-    *,
-    model: str = MODEL,
-    input: int | None = None,
-    output: int | None = None,
-    cached: int | None = None,
-    cache_write: int | None = None,
-    reasoning: int | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The attributes of an OTel GenAI `chat` client span."""
-    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
-    for key, value in (
-        ("gen_ai.usage.input_tokens", input),
-        ("gen_ai.usage.output_tokens", output),
-        ("gen_ai.usage.cache_read.input_tokens", cached),
-        ("gen_ai.usage.cache_creation.input_tokens", cache_write),
-        ("gen_ai.usage.reasoning.output_tokens", reasoning),
-    ):
-        if value is not None:
-            attrs[key] = value
-    attrs.update(extra)
-    return attrs
-
-
-def price(
-    *,
-    pattern: str = MODEL,
-    input: str = "2",
-    output: str = "10",
-    cached_input: str | None = None,
-    cache_write: str | None = None,
-    reasoning: str | None = None,
-    provider: str = "",
-    project: Project | None = None,
-    valid_from: date = date(2025, 1, 1),
-) -> ModelPrice:
-    return ModelPrice.objects.create(
-        project=project,
-        provider=provider,
-        model_pattern=pattern,
-        input=Decimal(input),
-        output=Decimal(output),
-        cached_input=None if cached_input is None else Decimal(cached_input),
-        cache_write=None if cache_write is None else Decimal(cache_write),
-        reasoning=None if reasoning is None else Decimal(reasoning),
-        valid_from=valid_from,
-    )
 
 
 def span_row(project: Project, span_id: str, trace: str = TRACE) -> Span:

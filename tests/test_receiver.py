@@ -18,7 +18,7 @@ import requests
 from django.test import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.conftest import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
+from tests.factories import CORPUS_CAPTURES, corpus_bytes, corpus_protobuf, decode_status, gzip_bomb
 from tracer import otlp
 from tracer.models import ApiKey, IngestBatch, Project
 from tracer.projects import apikey_revoke

@@ -10,8 +10,8 @@ import pytest
 from dashboard.models import ReportRun, WorkflowValue
 from dashboard.reports import roi, runs
 from tests import reports_data
+from tests.factories import ingest_spans, otlp_span, sid, tid
 from tests.reports_data import RESEARCH, START_T2, START_T3, TRIAGE, workflow_root
-from tests.test_pricing import ingest_spans, otlp_span, sid, tid
 from tracer.models import Span, Trace
 
 

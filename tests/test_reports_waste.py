@@ -10,8 +10,8 @@ import pytest
 
 from dashboard.reports import waste
 from tests import reports_data
+from tests.factories import chat, ingest_spans, otlp_span, price, sid, tid
 from tests.reports_data import RESEARCH, START_T1, T1, T3, TRIAGE, fingerprinted, workflow_root
-from tests.test_pricing import chat, ingest_spans, otlp_span, price, sid, tid
 from tracer.models import Trace
 
 

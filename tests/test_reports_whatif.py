@@ -9,8 +9,8 @@ import pytest
 
 from dashboard.reports import whatif
 from tests import reports_data
+from tests.factories import MODEL, UNPRICED_MODEL, price
 from tests.reports_data import T1
-from tests.test_pricing import MODEL, UNPRICED_MODEL, price
 from tracer.models import ModelPrice, Span, Trace
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from octotrace import _prices
-from tests.conftest import ROOT
+from tests.factories import ROOT
 from tracer.pricing import PriceBook, Usage
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_pricing import T0, TRACE, chat, ingest_spans, otlp_span, sid
+from tests.factories import T0, TRACE, chat, ingest_spans, otlp_span, sid
 from tracer import tree
 
 

@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import ROOT
-
 CHROMIUM = os.environ.get("OCTOTRACE_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
 # The flags this machine's closed network needs (no background calls home, no QUIC).
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -54,19 +51,3 @@ def page(browser: Browser) -> Iterator[Page]:
     page.js_errors = errors
     yield page
     context.close()
-
-
-def logged_in(page: Page, live_server, username: str, password: str) -> Page:
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    return page
-
-
-def screenshot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 import octotrace
 from dashboard.templatetags.octo import tokens, usd
 from examples.research_crew import crew
-from tests.browser.conftest import logged_in, screenshot
-from tests.conftest import wait_until_processed
+from tests.browser.pages import logged_in, screenshot
+from tests.factories import wait_until_processed
 from tracer import synthetic
 from tracer.models import Span, Trace
 from tracer.pricing import prices_sync

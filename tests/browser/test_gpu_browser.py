@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import logged_in, screenshot
-from tests.test_gpu_dashboard import gpu_data  # noqa: F401 - the fixture
+from tests.browser.pages import logged_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ import pytest
 
 from dashboard.models import ReportRun
 from tests import reports_data
-from tests.browser.conftest import logged_in, screenshot
+from tests.browser.pages import logged_in, screenshot
 from tests.reports_data import RESEARCH
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import logged_in
-from tests.test_dashboard_views import NOW
-from tests.test_pricing import ingest_spans, otlp_span, sid, tid
+from tests.browser.pages import logged_in
+from tests.factories import NOW, ingest_spans, otlp_span, sid, tid
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
