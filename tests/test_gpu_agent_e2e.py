@@ -10,7 +10,7 @@ import time
 import pytest
 
 from octotrace import cli
-from octotrace.testing.fake_pynvml import UNSUPPORTED, FakeGpu, FakeNvml
+from octotrace_testing.fake_pynvml import UNSUPPORTED, FakeGpu, FakeNvml
 from tracer.models import GpuDevice, GpuMetricsBatch, GpuSample
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -86,7 +86,7 @@ def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
 
     import octotrace
     from octotrace import gpu_agent
-    from octotrace.testing.nim_mock import NimMock
+    from octotrace_testing.nim_mock import NimMock
     from tests.factories import wait_until_processed
     from tracer.celery import app
     from tracer.gpu.prices import endpoint_upsert

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from octotrace.testing.fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, UNSUPPORTED, FakeGpu, FakeNvml
+from octotrace_testing.fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, UNSUPPORTED, FakeGpu, FakeNvml
 from tracer.celery import gpu_sampling_schedule
 from tracer.gpu import sampling
 from tracer.models import GpuDevice, GpuSample

@@ -1,7 +1,7 @@
 """SIMULATED GPU telemetry for the demo project (`manage.py demo`), so a new user sees the GPU pages.
 
 There is no GPU here: the demo's "GPU" is one simulated H100 behind the fake NVML module
-(`octotrace.testing.fake_pynvml`). Everything after NVML is the real code: the SDK's gpu-agent
+(`octotrace_testing.fake_pynvml`). Everything after NVML is the real code: the SDK's gpu-agent
 (`octotrace.gpu_agent.GpuAgent` with its `NvmlReader`) samples the fake while the example crew runs
 against the mock NIM, its OTLP metrics exports are stored as metrics batches (`metrics_batch_accept`,
 what `POST /v1/metrics` calls), the mock NIM's address is mapped to the device (`endpoint_upsert`,
@@ -26,7 +26,7 @@ from typing import Any
 
 from octotrace.gpu_agent import GpuAgent
 from octotrace.nvml import NvmlReader
-from octotrace.testing.fake_pynvml import FakeGpu, FakeNvml
+from octotrace_testing.fake_pynvml import FakeGpu, FakeNvml
 from tracer import otlp
 from tracer.celery import task_enqueue
 from tracer.gpu.metrics import metrics_batch_accept
@@ -40,7 +40,7 @@ SIMULATED_UUID = "GPU-simulated-demo-h100-0"
 SIMULATED_NAME = "NVIDIA H100 80GB HBM3 (simulated)"
 SIMULATED_HOST = "simulated-nim"
 ENDPOINT_NAME = "mock NIM (simulated H100)"
-# Where octotrace.testing.nim_mock listens (it binds 127.0.0.1 unless told otherwise).
+# Where octotrace_testing.nim_mock listens (it binds 127.0.0.1 unless told otherwise).
 MOCK_NIM_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 USER_AGENT = "octotrace-demo gpu-agent on fake NVML (simulated)"
 # Readings 0.1 s apart (a real agent reads every second; the crew runs for about 3 s), with half a
