@@ -24,6 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.metrics.export import MetricExportResult
+
 from octotrace.gpu_agent import GpuAgent
 from octotrace.nvml import NvmlReader
 from octotrace_testing.fake_pynvml import FakeGpu, FakeNvml
@@ -119,9 +122,6 @@ class _Capture:
         self.bodies: list[bytes] = []
 
     def export(self, metrics_data: Any, **kwargs: Any) -> Any:
-        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-        from opentelemetry.sdk.metrics.export import MetricExportResult
-
         self.bodies.append(encode_metrics(metrics_data).SerializeToString())
         return MetricExportResult.SUCCESS
 
