@@ -1,8 +1,7 @@
-"""`octotrace.init()` / `octotrace.shutdown()`: configuration, export, and the patches they install.
+"""`octotrace.init()` / `octotrace.shutdown()`: export, and the patches they install.
 
-Every option can come from the environment (OCTOTRACE_*, else the standard OTEL_* variables), so
-`octotrace.init()` with no arguments is enough in a deployed agent. The effective configuration is
-`config()`, read by the instrumentation (capture_content).
+The configuration they start from (arguments, else OCTOTRACE_* / OTEL_* variables) is read by
+`octotrace._config`, a lower module the instrumentation reads too.
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ import atexit
 import concurrent.futures
 import contextvars
 import logging
-import os
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -32,121 +27,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from octotrace import _prices, _spans
+from octotrace import _config, _prices, _spans
+from octotrace._config import Config
+from octotrace.instrumentation.openai import instrument_openai, uninstrument_openai
 
 log = logging.getLogger("octotrace")
 
-TRACES_PATH = "/v1/traces"
 # Short, so a flush at exit with the server down does not hold the process for long.
 EXPORT_TIMEOUT_S = 5.0
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """The effective configuration of the running SDK (the defaults until `init`)."""
-
-    endpoint: str | None = None  # the server's base URL (prices); None when only an OTLP URL is known
-    traces_endpoint: str | None = None  # where spans are POSTed
-    api_key: str | None = None
-    headers: Mapping[str, str] | None = None
-    service_name: str | None = None
-    capture_content: bool = False
-    instrument: bool = True
-    fetch_prices: bool = True
-    initialized: bool = False
-
-
-_config = Config()
-
-
-def config() -> Config:
-    """The effective configuration (the defaults until `init`)."""
-    return _config
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
-def _parse_headers(raw: str | None) -> dict[str, str]:
-    """OTEL_EXPORTER_OTLP_HEADERS: `key=value,key2=value2`, values URL-encoded (W3C baggage format)."""
-    headers: dict[str, str] = {}
-    for item in (raw or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"malformed OTLP header {item!r} (expected key=value)")
-        headers[unquote(key.strip()).lower()] = unquote(value.strip())
-    return headers
-
-
-def _resolve(
-    *,
-    endpoint: str | None,
-    api_key: str | None,
-    service_name: str | None,
-    capture_content: bool | None,
-    instrument: bool,
-    fetch_prices: bool,
-) -> Config:
-    traces_endpoint = None
-    endpoint = endpoint or _env("OCTOTRACE_ENDPOINT")
-    if endpoint is None and (otlp_traces := _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
-        # A full signal URL, used as is; the server's base URL is recovered when it is ours.
-        traces_endpoint = otlp_traces
-        if otlp_traces.rstrip("/").endswith(TRACES_PATH):
-            endpoint = otlp_traces.rstrip("/")[: -len(TRACES_PATH)]
-    elif endpoint is None:
-        endpoint = _env("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if endpoint is not None:
-        endpoint = endpoint.rstrip("/")
-        traces_endpoint = traces_endpoint or endpoint + TRACES_PATH
-
-    headers = _parse_headers(_env("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or _env("OTEL_EXPORTER_OTLP_HEADERS"))
-    api_key = api_key or _env("OCTOTRACE_API_KEY")
-    if api_key is None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            api_key = token.strip()
-    if api_key is not None:
-        headers["authorization"] = f"Bearer {api_key}"
-
-    if capture_content is None:
-        capture_content = env_bool("OCTOTRACE_CAPTURE_CONTENT")
-    if not service_name:
-        service_name = _env("OTEL_SERVICE_NAME")
-    if not service_name:
-        script = sys.argv[0] if sys.argv else ""
-        # "-c" and "" (interactive) name no script: the resource says unknown_service.
-        service_name = Path(script).stem if script and not script.startswith("-") else None
-    return Config(
-        endpoint=endpoint,
-        traces_endpoint=traces_endpoint,
-        api_key=api_key,
-        headers=headers,
-        service_name=service_name,
-        capture_content=capture_content,
-        instrument=instrument,
-        fetch_prices=fetch_prices,
-        initialized=True,
-    )
-
 
 # -- export ---------------------------------------------------------------------------------------
 
@@ -237,7 +125,7 @@ class _Forwarder(SpanProcessor):
         target = self.target
         if target is None:
             return
-        conversation_id = _spans._conversation.get()
+        conversation_id = _spans.current_conversation_id()
         if conversation_id is not None:
             span.set_attribute(_spans.ATTR_CONVERSATION_ID, conversation_id)
         target.on_start(span, parent_context=parent_context)
@@ -333,12 +221,12 @@ def init(
 
     `batch=False` exports each span as it ends (SimpleSpanProcessor), for tests and short scripts.
     """
-    global _config, _running, _atexit_registered
+    global _running, _atexit_registered
     with _lock:
         if _running is not None:
             log.warning("octotrace.init() was already called; this call changes nothing")
             return
-        cfg = _resolve(
+        cfg = _config.resolve(
             endpoint=endpoint,
             api_key=api_key,
             service_name=service_name,
@@ -363,7 +251,7 @@ def init(
 
         forwarder = _forwarder_for(provider)
         forwarder.target = processor
-        _config = cfg
+        _config.config_set(cfg)
         _spans.configure(tracer=provider.get_tracer("octotrace"), capture_content=cfg.capture_content)
         _patch_thread_pool()
         running = _running = _Running(forwarder=forwarder, processor=processor, instrumented=False)
@@ -371,13 +259,14 @@ def init(
             atexit.register(shutdown)
             _atexit_registered = True
 
-    # Outside the lock: network and imports, and neither touches the state above.
+    # Outside the lock: the price fetch is a network call, and neither step touches the state above.
     if cfg.fetch_prices and cfg.endpoint and cfg.api_key:
         _prices.load_from_server(endpoint=cfg.endpoint, api_key=cfg.api_key)
     else:
         _prices.load_bundled()
     if instrument:
-        running.instrumented = _instrument_openai()
+        instrument_openai()  # itself a no-op when the openai package is not installed
+        running.instrumented = True
 
 
 def _provider(
@@ -407,32 +296,20 @@ def _provider(
     return provider
 
 
-def _instrument_openai() -> bool:
-    try:
-        from octotrace.instrumentation.openai import instrument_openai
-    except ImportError as exc:
-        log.debug("octotrace: openai instrumentation not available (%s)", exc)
-        return False
-    instrument_openai()  # itself a no-op when the openai package is not installed
-    return True
-
-
 def shutdown() -> None:
     """Flush pending spans, then remove octotrace's processor and patches. Safe to call twice."""
-    global _config, _running
+    global _running
     with _lock:
         running, _running = _running, None
         if running is None:
             return
         _unpatch_thread_pool()
         _spans.configure(tracer=None, capture_content=False)
-        _config = Config()
+        _config.config_set(Config())
         # The provider's own shutdown (at exit) may have shut our processor down already.
         owned = running.forwarder.target is running.processor
         running.forwarder.target = None
     if running.instrumented:
-        from octotrace.instrumentation.openai import uninstrument_openai
-
         uninstrument_openai()
     if owned:
         # Span processors flush on shutdown (the batch one within the export timeout, EXPORT_TIMEOUT_S).
