@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from openai import OpenAI
 
 import octotrace
+from octotrace.testing.nim_mock import NimMock
 
 NVIDIA_BASE_URL = "https://integrate.api.nvidia.com/v1"
 ORCHESTRATOR_MODEL = "nvidia/llama-3.1-nemotron-ultra-253b-v1"
@@ -178,8 +179,6 @@ def run(*, runs: int = 1, task: str = "Nemotron inference cost for a 1.2M-token/
         if os.environ.get("NVIDIA_API_KEY"):
             client = OpenAI(base_url=NVIDIA_BASE_URL, api_key=os.environ["NVIDIA_API_KEY"])
         else:
-            from octotrace.testing.nim_mock import NimMock
-
             mock = stack.enter_context(NimMock())
             client = OpenAI(base_url=mock.base_url, api_key="nvapi-mock")
         return [research_report(client, task, conversation_id=f"demo-conversation-{i % 3}") for i in range(runs)]
