@@ -111,16 +111,20 @@ def layer_violations(root: Path) -> list[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(source, node)
                 targets = [(base, None)]
+            elif (target := _dynamic_import(node)) is not None:
+                targets = [(target, None)]
             else:
                 continue
             for target, alias in targets:
-                top = target.split(".")[0]
+                top, *rest = target.split(".")
                 if top not in PACKAGES:
                     continue  # the standard library or a third-party package
                 if top not in ALLOWED[own]:
                     report(node, f"{own} may not import {target} (layer rule)")
                 if _in_function(node, parents):
                     report(node, f"import of {target} inside a function")
+                if top != own and any(_private(part) for part in rest):
+                    report(node, f"private module {target} used outside its package")
                 if alias is not None:  # `import a.b` binds a; `import a.b as c` binds c to a.b
                     bound[alias.asname or top] = target if alias.asname else top
             if isinstance(node, ast.ImportFrom) and base.split(".")[0] in PACKAGES:
@@ -140,6 +144,17 @@ def layer_violations(root: Path) -> list[str]:
             if module is not None and module != source.module:
                 report(node, f"private name {module}.{node.attr} used")
     return sorted(set(problems))
+
+
+def _dynamic_import(node: ast.AST) -> str | None:
+    """The module named by `importlib.import_module("x")` or `__import__("x")`, a literal only."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+        return None
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+        return node.args[0].value
+    return None
 
 
 def _module_of(node: ast.expr, bound: dict[str, str], modules: set[str]) -> str | None:
@@ -213,7 +228,8 @@ def test_the_checker_reports_an_upward_import(tmp_path: Path) -> None:
             "sdk/octotrace/server.py": "from tracer import rollup\n",
             "examples/crew/tools.py": "from tracer.ingest import KEY\n",
             "dashboard/boot.py": "from config.settings import INSTALLED_APPS\n",
-            "tracer/seed.py": "from demo import data\n",
+            "tracer/seed.py": "import importlib\n\nfrom demo import data\n\n"
+            "APP = importlib.import_module('demo.apps')\n",
             "tracer/migrations/0002_data.py": "from ..rollup import lock_key\nfrom ...dashboard import views\n",
         },
     )
@@ -223,7 +239,8 @@ def test_the_checker_reports_an_upward_import(tmp_path: Path) -> None:
         "reports/alerts.py:1: reports may not import dashboard (layer rule)",
         "sdk/octotrace/server.py:1: octotrace may not import tracer (layer rule)",
         "tracer/migrations/0002_data.py:2: tracer may not import dashboard (layer rule)",
-        "tracer/seed.py:1: tracer may not import demo (layer rule)",
+        "tracer/seed.py:3: tracer may not import demo (layer rule)",
+        "tracer/seed.py:5: tracer may not import demo.apps (layer rule)",
         "tracer/views.py:1: tracer may not import dashboard.views (layer rule)",
     ]
 
@@ -235,11 +252,13 @@ def test_the_checker_reports_an_import_inside_a_function(tmp_path: Path) -> None
         | {
             "tracer/pricing.py": "def reprice():\n    from tracer.ingest import KEY\n    return KEY\n",
             "sdk/octotrace/cli.py": "class Cli:\n    async def run(self):\n        from . import gpu\n",
-            "dashboard/tasks.py": "check = lambda: __import__('json')\n\ndef late():\n    import tracer.rollup\n",
+            "dashboard/tasks.py": "import importlib\n\ncheck = lambda: __import__('json')\n\ndef late():\n"
+            "    import tracer.rollup\n    return importlib.import_module('tracer.ingest')\n",
         },
     )
     assert layer_violations(root) == [
-        "dashboard/tasks.py:4: import of tracer.rollup inside a function",
+        "dashboard/tasks.py:6: import of tracer.rollup inside a function",
+        "dashboard/tasks.py:7: import of tracer.ingest inside a function",
         "sdk/octotrace/cli.py:3: import of octotrace inside a function",
         "tracer/pricing.py:2: import of tracer.ingest inside a function",
     ]
@@ -254,7 +273,8 @@ def test_the_checker_reports_a_private_name_across_modules(tmp_path: Path) -> No
             "def f():\n    return ingest.KEY, rollup._KEYS\n",
             "dashboard/views.py": "import tracer.rollup\nimport tracer.rollup as tr\n\n"
             "A = tracer.rollup._KEYS\nB = tr._KEYS\nC = tracer.rollup.__name__\n",
-            "tracer/prices.py": "from octotrace import _spans\n",
+            "tracer/prices.py": "from octotrace import _spans\nimport octotrace._spans\n"
+            "from octotrace._spans import workflow\n",
         },
     )
     assert layer_violations(root) == [
@@ -263,4 +283,6 @@ def test_the_checker_reports_a_private_name_across_modules(tmp_path: Path) -> No
         "tracer/gpu.py:2: private name _KEYS imported from tracer.rollup",
         "tracer/gpu.py:5: private name tracer.rollup._KEYS used",
         "tracer/prices.py:1: private module octotrace._spans used outside its package",
+        "tracer/prices.py:2: private module octotrace._spans used outside its package",
+        "tracer/prices.py:3: private module octotrace._spans used outside its package",
     ]
