@@ -2,7 +2,8 @@
 with `demo` and `config` on top (an arrow: may be imported by).
 
 Three checks over every .py file of our packages, migrations included (tests/ is not subject):
-- a module imports only its own layer or lower; `examples` import only the SDK, and only `demo`
+- a module imports only its own layer or lower; `examples` import only the SDK (and its fakes,
+  `octotrace_testing`, which the server never imports), and only `demo`
   imports them; nothing imports `config` or `demo` (settings name apps by string); the SDK imports
   none of ours;
 - no first-party import inside a function: a cycle is broken by moving the shared piece down, not
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Top-level package -> its folder under the repository root. A package that does not exist (yet) is skipped.
 PACKAGES = {
     "octotrace": "sdk/octotrace",
+    # The SDK's fakes (a mock NIM, a fake pynvml): a development-only distribution (sdk/testing/).
+    "octotrace_testing": "sdk/testing/octotrace_testing",
     "tracer": "tracer",
     "reports": "reports",
     "dashboard": "dashboard",
@@ -35,13 +38,15 @@ PACKAGES = {
 # What each package may import (itself included).
 ALLOWED = {
     "octotrace": {"octotrace"},
+    # Only the demo and the examples may run on the fakes: the server never ships them.
+    "octotrace_testing": {"octotrace", "octotrace_testing"},
     "tracer": {"octotrace", "tracer"},
     "reports": {"octotrace", "tracer", "reports"},
     "dashboard": {"octotrace", "tracer", "reports", "dashboard"},
     # The demo runs the example crew: the only package besides the examples that may import them.
-    "demo": {"octotrace", "tracer", "reports", "dashboard", "demo", "examples"},
+    "demo": {"octotrace", "octotrace_testing", "tracer", "reports", "dashboard", "demo", "examples"},
     "config": {"octotrace", "tracer", "reports", "dashboard", "config"},
-    "examples": {"octotrace", "examples"},
+    "examples": {"octotrace", "octotrace_testing", "examples"},
 }
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
