@@ -28,6 +28,7 @@ urlpatterns = [
     path("p/<slug:slug>/settings/members/<int:member_id>/remove", views.member_remove, name="member-remove"),
     path("p/<slug:slug>/settings/keys", views.key_create, name="key-create"),
     path("p/<slug:slug>/settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("p/<slug:slug>/settings/keys/<int:key_id>/split", views.key_split, name="key-split"),
     # Reports (dashboard/report_views.py)
     path("p/<slug:slug>/export/<str:kind>.csv", report_views.export_csv, name="export"),
     path("p/<slug:slug>/reports/", report_views.roi_page, name="roi"),

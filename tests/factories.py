@@ -21,7 +21,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from tracer import ingest, otlp
 from tracer.gpu.attribution import gpu_attribute
 from tracer.gpu.prices import endpoint_upsert
-from tracer.models import GpuDevice, GpuSample, IngestBatch, Membership, ModelPrice, Project, Span, Trace
+from tracer.models import ApiKey, GpuDevice, GpuSample, IngestBatch, Membership, ModelPrice, Project, Span, Trace
 from tracer.projects import project_create
 
 MODEL = "acme-test-model"
@@ -160,6 +160,10 @@ def price(
 
 def user_create(name: str) -> User:
     return User.objects.create_user(name, password=f"{name}-password")
+
+
+# A key that may send and read, like one made before scopes existed ("legacy: ingest + read").
+BOTH_SCOPES = (ApiKey.Scope.INGEST, ApiKey.Scope.READ)
 
 
 def project_with_members(name: str, *, owner: User | None = None, members: tuple[User, ...] = ()) -> Project:

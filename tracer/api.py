@@ -1,8 +1,9 @@
 """The read API (JSON): traces, one trace with its call tree, effective prices. See docs/api.md.
 
-Authenticated by an API key of the project (`Authorization: Bearer`, or `x-octotrace-key`), or by
-a logged-in member of the project named with `?project=<slug>`. A project the caller cannot see
-is a 404, like an unknown id, so ids of other tenants cannot be probed.
+Authenticated by an API key of the project with the read scope (`Authorization: Bearer`, or
+`x-octotrace-key`), or by a logged-in member of the project named with `?project=<slug>`, within
+the read rate limits. A project the caller cannot see is a 404, like an unknown id, so ids of
+other tenants cannot be probed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from tracer import tree
+from tracer import ratelimit, tree
 from tracer.gpu.attribution import gpu_by_agent
-from tracer.models import Project, Span, Trace
+from tracer.models import ApiKey, Project, Span, Trace
 from tracer.pricing import prices_effective
 from tracer.projects import apikey_authenticate, membership_for
 from tracer.views import request_secret
@@ -76,15 +77,23 @@ def _error(status: int, message: str) -> JsonResponse:
 
 
 def request_project(request: HttpRequest) -> Project | JsonResponse:
+    """The project a read API request may read, or the error response to send.
+
+    The one gate of every read endpoint (this module's and the CSV export API): an active key with
+    the read scope (else 401 / 403), or a logged-in member naming the project (else 401 / 404), within
+    the read rate limits (else 429 with Retry-After).
+    """
     secret = request_secret(request)
     slug = request.GET.get("project", "")
     if secret:
         key = apikey_authenticate(secret=secret)
         if key is None:
             return _error(401, "missing, unknown or revoked API key")
+        if not key.has_scope(ApiKey.Scope.READ):
+            return _error(403, "this API key has the ingest scope only: read the API with a read key")
         if slug and slug != key.project.slug:
             raise Http404("no such project")
-        return key.project
+        return _admitted(key.project, ratelimit.read_admit(project=key.project, key=key))
     if not request.user.is_authenticated:
         return _error(401, "authenticate with an API key or log in")
     if not slug:
@@ -92,7 +101,15 @@ def request_project(request: HttpRequest) -> Project | JsonResponse:
     membership = membership_for(user=request.user, slug=slug)
     if membership is None:
         raise Http404("no such project")
-    return membership.project
+    return _admitted(membership.project, ratelimit.read_admit(project=membership.project, user_id=request.user.pk))
+
+
+def _admitted(project: Project, refusal: ratelimit.Refusal | None) -> Project | JsonResponse:
+    if refusal is None:
+        return project
+    response = _error(429, refusal.reason)
+    response["Retry-After"] = str(refusal.retry_after)
+    return response
 
 
 def datetime_ns(name: str, value: str) -> int:

@@ -1,7 +1,9 @@
-"""Projects, memberships and ingest keys."""
+"""Projects, memberships and API keys (scoped: ingest or read)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -33,11 +35,48 @@ def membership_for(*, user: AbstractBaseUser, slug: str) -> Membership | None:
     return Membership.objects.select_related("project").filter(user=user, project__slug=slug).first()
 
 
-def apikey_create(*, project: Project, name: str = "default") -> tuple[ApiKey, str]:
-    """Create a key; returns it with its secret, which is not stored and cannot be shown again."""
+def apikey_create(
+    *, project: Project, name: str = "default", scopes: Collection[str] = (ApiKey.Scope.INGEST,)
+) -> tuple[ApiKey, str]:
+    """Create a key with these scopes (ingest unless asked); returns it with its secret, which is
+    not stored and cannot be shown again."""
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(ApiKey.Scope.values)}, not {sorted(scopes)!r}")
     secret = ApiKey.new_secret()
-    key = ApiKey.objects.create(project=project, name=name, prefix=secret[:12], key_hash=hash_key(secret))
+    key = ApiKey.objects.create(
+        project=project,
+        name=name,
+        prefix=secret[:12],
+        key_hash=hash_key(secret),
+        scope_ingest=ApiKey.Scope.INGEST in scopes,
+        scope_read=ApiKey.Scope.READ in scopes,
+    )
     return key, secret
+
+
+@dataclass(frozen=True, slots=True)
+class KeySplit:
+    """The two keys that replace a legacy key, with their secrets (shown once)."""
+
+    ingest: ApiKey
+    ingest_secret: str
+    read: ApiKey
+    read_secret: str
+
+
+def apikey_split(*, key: ApiKey) -> KeySplit:
+    """Replace a legacy key (both scopes) by an ingest key and a read key of the same name, and
+    revoke it, all at once. Raises ValueError for a key that is not legacy or not active."""
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True, scope_ingest=True, scope_read=True).update(
+            revoked_at=timezone.now()
+        )
+        if not revoked:
+            raise ValueError(f"key {key.prefix}… is not an active legacy key")
+        ingest, ingest_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.INGEST,))
+        read, read_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.READ,))
+    return KeySplit(ingest=ingest, ingest_secret=ingest_secret, read=read, read_secret=read_secret)
 
 
 def apikey_revoke(*, key: ApiKey) -> None:
