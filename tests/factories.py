@@ -338,6 +338,27 @@ def decode_status(body: bytes) -> tuple[int, str]:
     return code, message
 
 
+# --- Rate limits ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock for the rate limiters that moves only when told (no sleeps, no wall clock)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def spans_body(count: int, *, first: int = 1, trace: str = TRACE) -> bytes:
+    """A protobuf traces body of `count` root spans sid(first)... of one trace."""
+    return otlp_body(*(otlp_span(sid(first + n), trace=trace, name=f"step {n}") for n in range(count)))
+
+
 # --- Waiting for the real worker (integration tests) -------------------------------------------
 
 

@@ -141,10 +141,9 @@ class RedisLimiter:
     The clock is the web host's wall clock (hosts should run NTP); a bucket last touched by a host
     whose clock is ahead simply refills a little later."""
 
-    PREFIX = "octotrace:ratelimit:"
-
-    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
+    def __init__(self, url: str, *, clock: Clock = time.time, prefix: str = "octotrace:ratelimit:") -> None:
         self.clock = clock
+        self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self.client.register_script(_TAKE_LUA)
 
@@ -153,7 +152,7 @@ class RedisLimiter:
         for bucket in buckets:
             args += [repr(float(bucket.rate)), repr(float(bucket.capacity)), repr(bucket.need), repr(bucket.cost)]
         try:
-            taken, wait, worst = self._script(keys=[self.PREFIX + b.name for b in buckets], args=args)
+            taken, wait, worst = self._script(keys=[self.prefix + b.name for b in buckets], args=args)
         except redis.RedisError:
             log.warning("rate limiter: Redis unavailable, letting the request through", exc_info=True)
             return 0.0, -1
