@@ -67,9 +67,19 @@ if SECRET_KEY == _INSECURE_KEY and not LOCAL_DEV:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, and send cookies over HTTPS only.
-if env_bool("OCTOTRACE_BEHIND_TLS_PROXY", False):
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, redirect plain HTTP to HTTPS
+# and tell browsers to use HTTPS only (HSTS). `manage.py check --deploy` is clean with the production
+# environment of docs/deploy.md (tests/test_deploy_check.py).
+BEHIND_TLS_PROXY = env_bool("OCTOTRACE_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("OCTOTRACE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+# A year once the site is HTTPS-only: a browser that saw it refuses plain HTTP for that long.
+SECURE_HSTS_SECONDS = env_int("OCTOTRACE_HSTS_SECONDS", 365 * 24 * 3600 if BEHIND_TLS_PROXY else 0, minimum=0)
+# Both reach beyond this host (every subdomain of it; the browsers' built-in list), so they stay off
+# until the operator opts in; check --deploy reminds them (security.W005, W021) while they are off.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("OCTOTRACE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("OCTOTRACE_HSTS_PRELOAD", False)
 # Cookies travel over HTTPS only, except in local development (plain http://127.0.0.1).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("OCTOTRACE_SECURE_COOKIES", not LOCAL_DEV)
 SESSION_COOKIE_HTTPONLY = CSRF_COOKIE_HTTPONLY = True
