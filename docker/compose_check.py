@@ -267,6 +267,9 @@ def main() -> int:
         except Failure as failure:
             print(f"FAIL {name}: {failure}", flush=True)
             return 1
+        except Exception as error:
+            print(f"FAIL {name}: {error!r} (traceback below)", flush=True)
+            raise
         print(f"PASS {name} ({time.monotonic() - started:.0f} s): {detail}", flush=True)
     return 0
 
