@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from dashboard import report_views
+from dashboard import oidc, report_views
 
 urlpatterns = [
     path("", include("tracer.urls")),
@@ -13,5 +14,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]
+
+# Single sign-on (dashboard/oidc.py), only when a provider is configured. The names are the ones
+# mozilla-django-oidc reverses.
+if settings.OCTOTRACE_OIDC:
+    urlpatterns += [
+        path("oidc/authenticate/", oidc.AuthenticateView.as_view(), name="oidc_authentication_init"),
+        path("oidc/callback/", oidc.CallbackView.as_view(), name="oidc_authentication_callback"),
+    ]
 
 handler400 = "dashboard.views.bad_request"

@@ -5,6 +5,7 @@ other; fixtures stay in conftest.py files."""
 from __future__ import annotations
 
 import gzip
+import runpy
 import time
 import zlib
 from datetime import UTC, date, datetime, timedelta
@@ -160,6 +161,15 @@ def price(
 
 def user_create(name: str) -> User:
     return User.objects.create_user(name, password=f"{name}-password")
+
+
+def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    """config/settings.py evaluated afresh with these environment variables on top of the test
+    run's: what a server started with them would have. Apply what a test needs with
+    override_settings; a bad value raises ImproperlyConfigured as at startup."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "config" / "settings.py"))
 
 
 def project_with_members(name: str, *, owner: User | None = None, members: tuple[User, ...] = ()) -> Project:
