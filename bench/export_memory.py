@@ -122,7 +122,7 @@ def measure(client: Client, slug: str) -> tuple[int, int, float, int]:
 
 def time_reports(project: Project) -> None:
     """The ROI and token-waste reports over the same spans (each call has a message fingerprint)."""
-    from dashboard.reports import roi, waste
+    from reports import roi, waste
 
     traces = Trace.objects.filter(project=project)
     started = time.perf_counter()

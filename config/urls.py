@@ -5,11 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from dashboard import report_views
-
 urlpatterns = [
     path("", include("tracer.urls")),
-    path("api/v1/export/<str:kind>.csv", report_views.api_export, name="api-export"),
+    path("", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]

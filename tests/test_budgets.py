@@ -1,4 +1,4 @@
-"""Budgets and alerts (dashboard/reports/budgets.py): spend per period, alerts exactly once per
+"""Budgets and alerts (reports/budgets.py): spend per period, alerts exactly once per
 period per threshold (also when two checks race), email through Django's email backend (locmem in
 tests), and the webhook against a real HTTP server on a local port."""
 
@@ -16,9 +16,8 @@ import pytest
 from django.core import mail
 from django.db import IntegrityError, transaction
 
-from dashboard import tasks
-from dashboard.models import Budget, BudgetAlert
-from dashboard.reports import budgets
+from reports import budgets, tasks
+from reports.models import Budget, BudgetAlert
 from tests import reports_data
 from tests.factories import chat, ingest_spans, otlp_span, sid, tid
 from tests.reports_data import START_T1, T1, workflow_root

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.models import Budget, ReportRun, WorkflowValue
-from dashboard.reports import budgets, runs
+from reports import budgets, runs
+from reports.models import Budget, ReportRun, WorkflowValue
 from tests import reports_data
 from tests.reports_data import RESEARCH, T1, T3, T4
 from tracer.models import Span, Trace

@@ -81,7 +81,7 @@ app.conf.update(
             "options": {"queue": Queues.INGEST.value},
         },
         # Compares each project's spend with its daily and monthly budgets; alerts at 50/90/100%
-        # (once per period per threshold, see dashboard/reports/budgets.py).
+        # (once per period per threshold, see reports/budgets.py).
         "reports-budgets-check": {
             "task": "reports.budgets_check",
             "schedule": 300.0,

@@ -1,4 +1,8 @@
-"""The reports' own rows: what a successful run is worth, budgets and their alerts, async report runs."""
+"""The reports' own rows: what a successful run is worth, budgets and their alerts, async report runs.
+
+These models were born in the dashboard app and moved here with their tables: each keeps its
+`dashboard_*` table (`db_table`), so the move changed no row (reports/migrations/0001).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class WorkflowValue(models.Model):
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
 
     class Meta:
+        db_table = "dashboard_workflowvalue"
         constraints = [
             # One value per workflow; the ROI report reads all of a project's values by this prefix.
             models.UniqueConstraint(fields=["project", "workflow"], name="workflowvalue_project_workflow_uniq"),
@@ -43,6 +48,7 @@ class Budget(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        db_table = "dashboard_budget"
         constraints = [
             # One daily and one monthly budget per project; the banner and the check read by project.
             models.UniqueConstraint(fields=["project", "period"], name="budget_project_period_uniq"),
@@ -73,6 +79,7 @@ class BudgetAlert(models.Model):
     error = models.TextField(blank=True, default="")
 
     class Meta:
+        db_table = "dashboard_budgetalert"
         constraints = [
             # Once per period per threshold.
             models.UniqueConstraint(
@@ -117,6 +124,7 @@ class ReportRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "dashboard_reportrun"
         indexes = [
             # The reports page: a project's latest runs of one kind.
             models.Index(fields=["project", "kind", "-created_at"], name="reportrun_project_kind_idx"),

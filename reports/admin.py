@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
+from reports.models import Budget, BudgetAlert, ReportRun, WorkflowValue
 
 
 @admin.register(WorkflowValue)

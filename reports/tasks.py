@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from dashboard.reports import budgets, runs
+from reports import budgets, runs
 
 
 @shared_task(

@@ -32,8 +32,9 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from dashboard.models import Budget, BudgetAlert
-from dashboard.reports.common import date_ns
+from reports import common
+from reports.common import date_ns
+from reports.models import Budget, BudgetAlert
 from tracer.models import Membership, Project, Span
 
 log = logging.getLogger(__name__)
@@ -251,10 +252,27 @@ def _send(alert: BudgetAlert) -> None:
                 raise urllib.error.HTTPError(budget.webhook_url, response.status, "not 2xx", response.headers, None)
 
 
+def budgets_status(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each budget of the project with its current period's start, spend and share used."""
+    today = (now or common.utc_now()).astimezone(UTC).date()
+    rows = []
+    for budget in Budget.objects.filter(project=project).order_by("period"):
+        start = period_start(period=budget.period, day=today)
+        spend = budget_spend(budget=budget, start=start)
+        rows.append({"budget": budget, "start": start, "spend": spend, "share": spend / budget.amount_usd})
+    return rows
+
+
+def alerts_recent(*, project: Project, limit: int = 20) -> list[BudgetAlert]:
+    """The project's latest alerts with their delivery state, newest first."""
+    alerts = BudgetAlert.objects.filter(budget__project=project).select_related("budget").order_by("-created_at")
+    return list(alerts[:limit])
+
+
 def budget_banner(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:
     """The highest threshold each budget of the project reached in its current period, from the
     recorded alerts (one query, so every page can show it)."""
-    today = (now or timezone.now()).astimezone(UTC).date()
+    today = (now or common.utc_now()).astimezone(UTC).date()
     current = Q(budget__period=Budget.Period.DAILY, period_start=today) | Q(
         budget__period=Budget.Period.MONTHLY, period_start=today.replace(day=1)
     )
