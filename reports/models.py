@@ -60,9 +60,9 @@ class Budget(models.Model):
 
 
 class BudgetAlert(models.Model):
-    """One threshold crossed in one period. The unique constraint is what makes an alert go out
-    once per period per threshold even when two budget checks run at the same time: the second
-    insert fails and that check sends nothing."""
+    """One threshold crossed in one period, and the state of its delivery. The unique constraint is
+    what makes an alert go out once per period per threshold even when two budget checks run at
+    the same time: the second insert fails and that check enqueues nothing (reports/budgets.py)."""
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts", db_index=False)
     # First day of the period (the day, or the 1st of the month), UTC.
@@ -70,12 +70,15 @@ class BudgetAlert(models.Model):
     threshold = models.PositiveSmallIntegerField()  # percent: 50, 90, 100
     spend_usd = models.DecimalField(max_digits=20, decimal_places=10)
     created_at = models.DateTimeField(default=timezone.now)
-    # Set while one check delivers it; a claim older than the retry delay may be taken again.
+    # Set while one delivery task sends it; a claim older than CLAIM_TIMEOUT may be taken again.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # When the last delivery attempt began: an undelivered alert untouched for long is sent again.
+    attempted_at = models.DateTimeField(null=True, blank=True)
     # The email went out (a retry after a failed webhook does not send it again).
     email_sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Why the last attempt failed (empty once delivered).
     error = models.TextField(blank=True, default="")
 
     class Meta:

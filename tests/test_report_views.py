@@ -1,5 +1,6 @@
-"""The reports' pages and downloads (dashboard/report_views.py) through Django's test client:
-tenancy, roles, the same numbers as the pages, the API export's authentication and 400s."""
+"""The reports' pages and downloads (dashboard/report_views.py) and the read API's CSV export
+(reports/api.py) through Django's test client: tenancy, roles, the same numbers as the pages, the
+API export's authentication and 400s."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.reports_data import RESEARCH, T1, T3, T4
 from tracer.models import Span, Trace
 
 ALL = "range=all"
+MONDAY_NOON = datetime(2026, 3, 2, 12, tzinfo=UTC)  # T1's day
 
 
 @pytest.fixture
@@ -166,12 +168,11 @@ def test_only_an_owner_sets_budgets(client, loaded, alice, bob) -> None:
     assert not Budget.objects.exists()
 
 
-def test_the_banner_shows_on_project_pages_once_a_threshold_is_reached(client, loaded, bob) -> None:
+def test_the_banner_shows_on_project_pages_once_a_threshold_is_reached(client, loaded, bob, monkeypatch) -> None:
+    monkeypatch.setattr("reports.common.utc_now", lambda: MONDAY_NOON)  # the reports' clock: T1's day
     budgets.budget_set(project=loaded, period="daily", amount_usd="1")
     client.force_login(bob)
     assert b"data-budget-banner" not in client.get(f"/p/{loaded.slug}/?{ALL}").content
-    today_ns = int(datetime.now(tz=UTC).timestamp()) * 1_000_000_000
-    Span.objects.filter(trace_id=T1).update(start_time_unix_nano=today_ns)  # $8.25 spent today
-    budgets.budgets_check()
+    budgets.budget_check_project(project_id=loaded.pk)  # $8.25 spent on T1's day
     body = client.get(f"/p/{loaded.slug}/?{ALL}").content.decode()
     assert "data-budget-banner" in body and "Over the daily budget of $1.00" in body
