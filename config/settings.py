@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "tracer",
+    "reports",
     "dashboard",
 ]
 # The demo app (`manage.py demo`: a demo/demo superuser, the example crew's runs, a simulated GPU)

@@ -6,11 +6,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from dashboard import oidc, report_views
+from dashboard import oidc
 
 urlpatterns = [
     path("", include("tracer.urls")),
-    path("api/v1/export/<str:kind>.csv", report_views.api_export, name="api-export"),
+    path("", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]

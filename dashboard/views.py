@@ -20,6 +20,7 @@ from dashboard import selectors
 from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
 from dashboard.gpu_views import trace_gpu_context
+from reports import usage
 from tracer.api import BadParameter
 from tracer.models import ApiKey, Membership, ModelPrice
 from tracer.pricing import PriceInvalid, price_override_create, price_override_delete, prices_effective
@@ -142,7 +143,7 @@ def _table_page(request: HttpRequest, selector, template: str, page: str) -> Htt
     time_range = _time_range(request)
     sort = request.GET.get("sort", "-cost")
     try:
-        rows = selector(project=request.project, time_range=time_range, sort=sort)
+        rows = selector(project=request.project, start_ns=time_range.start_ns, end_ns=time_range.end_ns, sort=sort)
     except BadParameter as exc:
         raise BadRequest(str(exc)) from None
     return render(request, template, {"rows": rows, "sort": sort, "time_range": time_range, "page": page})
@@ -150,12 +151,12 @@ def _table_page(request: HttpRequest, selector, template: str, page: str) -> Htt
 
 @project_view()
 def agents(request: HttpRequest, slug: str) -> HttpResponse:
-    return _table_page(request, selectors.agents_table, "dashboard/agents.html", "agents")
+    return _table_page(request, usage.agents_table, "dashboard/agents.html", "agents")
 
 
 @project_view()
 def models(request: HttpRequest, slug: str) -> HttpResponse:
-    return _table_page(request, selectors.models_table, "dashboard/models.html", "models")
+    return _table_page(request, usage.models_table, "dashboard/models.html", "models")
 
 
 # --- Prices ------------------------------------------------------------------------------------
