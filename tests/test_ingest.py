@@ -19,7 +19,7 @@ from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
-from tracer import ingest, otlp
+from tracer import ingest, otlp, rollup
 from tracer.celery import Queues, app
 from tracer.models import IngestBatch, Project, Span, Trace
 from tracer.projects import project_create
@@ -28,7 +28,7 @@ from tracer.tasks import process_batch
 CAPTURE_IDS = [stem for stem, _, _ in CORPUS_CAPTURES]
 # A capture whose spans are in two scopes, used where one capture is enough.
 CAPTURE = "otel-openai-v2-multiagent-content"
-TRACE_VALUE_FIELDS = [f for f in ingest.TRACE_ROLLUP_FIELDS if f != "updated_at"]
+TRACE_VALUE_FIELDS = [f for f in rollup.TRACE_ROLLUP_FIELDS if f != "updated_at"]
 SPAN_VALUE_FIELDS = [
     "trace_id",
     "span_id",

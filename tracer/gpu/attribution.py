@@ -29,6 +29,7 @@ from tracer.gpu.intervals import NS, Interval, Share, intervals_from_samples, sp
 from tracer.gpu.prices import address_from_url, endpoint_gpu_prices
 from tracer.gpu.retention import MINUTE_NS
 from tracer.models import Endpoint, GpuSample, GpuSampleMinute, Span, Trace
+from tracer.rollup import trace_lock_key
 
 WH = 3600.0
 _MONEY = Decimal("0.0000000001")
@@ -246,13 +247,11 @@ def _cost(
 
 
 def _lock_traces(*, project_id: int, trace_ids: list[str]) -> None:
-    """The ingest worker's per-trace advisory locks (tracer/ingest.py), in the same order, so this
+    """The ingest worker's per-trace advisory locks (tracer/rollup.py), in the same order, so this
     and a batch touching the same trace run one after the other instead of deadlocking."""
     if connection.vendor != "postgresql":
         return
-    from tracer.ingest import _lock_key
-
-    keys = sorted(_lock_key(project_id, t) for t in trace_ids)
+    keys = sorted(trace_lock_key(project_id, t) for t in trace_ids)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
