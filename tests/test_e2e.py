@@ -12,7 +12,7 @@ import requests
 from django.utils import timezone
 
 from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, wait_until_processed
-from tracer import ingest, otlp
+from tracer import batches, ingest, otlp
 from tracer.models import IngestBatch, Span, Trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -63,7 +63,7 @@ def test_a_batch_whose_message_was_lost_is_swept_to_the_worker(live_server, work
     time.sleep(1)
     assert IngestBatch.objects.get(pk=batch.pk).status == IngestBatch.Status.PENDING
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     wait_until_processed(project_a)
     assert Span.objects.filter(project=project_a).count() == 14

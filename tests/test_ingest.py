@@ -19,7 +19,7 @@ from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
-from tracer import ingest, otlp, rollup
+from tracer import batches, ingest, otlp, rollup
 from tracer.celery import Queues, app
 from tracer.models import IngestBatch, Project, Span, Trace
 from tracer.projects import project_create
@@ -344,7 +344,7 @@ def test_it_requeues_a_pending_batch_whose_message_was_lost(project_a) -> None:
     before = timezone.now()
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     assert ingest_queue_size() == queued + 1
 
@@ -353,7 +353,7 @@ def test_it_requeues_a_pending_batch_whose_message_was_lost(project_a) -> None:
     assert stuck.status == IngestBatch.Status.PENDING
     assert IngestBatch.objects.get(pk=fresh.pk).enqueued_at == fresh_enqueued_at
     # Just re-enqueued: a second sweep right away leaves it alone.
-    assert ingest.batches_requeue_stuck() == 0
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 0
 
 
 def test_it_requeues_a_batch_whose_worker_died(project_a) -> None:
@@ -363,7 +363,7 @@ def test_it_requeues_a_batch_whose_worker_died(project_a) -> None:
     before = timezone.now()
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     assert ingest_queue_size() == queued + 1
     dead.refresh_from_db()
@@ -380,14 +380,14 @@ def test_it_leaves_batches_that_are_being_worked_on_or_finished(project_a) -> No
     busy = accept(project_a, corpus_protobuf(CAPTURE))
     done = accept_and_process(project_a, corpus_protobuf(CAPTURE))
     failed = accept(project_a, corpus_protobuf(CAPTURE))
-    ingest.batch_mark_failed(batch_id=failed.pk, error="boom")
+    batches.batch_mark_failed(kind=ingest.BATCHES, batch_id=failed.pk, error="boom")
     # A worker claimed this one recently, though its message is old.
     _age(busy, status=IngestBatch.Status.PROCESSING, started_at=timezone.now(), enqueued_at=old)
     _age(done, enqueued_at=old, started_at=old)
     _age(failed, enqueued_at=old, started_at=old)
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 0
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 0
 
     assert ingest_queue_size() == queued
     assert IngestBatch.objects.get(pk=done.pk).enqueued_at == old
@@ -485,13 +485,13 @@ def test_it_purges_raw_bodies_of_old_done_batches_only(project_a) -> None:
     old_done = accept_and_process(project_a, body)
     recent_done = accept_and_process(project_a, body)
     old_failed = accept(project_a, body)
-    ingest.batch_mark_failed(batch_id=old_failed.pk, error="boom")
+    batches.batch_mark_failed(kind=ingest.BATCHES, batch_id=old_failed.pk, error="boom")
     pending = accept(project_a, body)
     _age(old_done, processed_at=long_ago)
     _age(old_failed, processed_at=long_ago)
     _age(pending, received_at=long_ago, enqueued_at=long_ago)
 
-    assert ingest.raw_bodies_purge() == 1
+    assert batches.batches_purge(kind=ingest.BATCHES) == 1
 
     old_done.refresh_from_db()
     assert bytes(old_done.body) == b""
@@ -502,7 +502,7 @@ def test_it_purges_raw_bodies_of_old_done_batches_only(project_a) -> None:
         assert bytes(kept.body) == body, kept.status
         assert kept.body_purged_at is None
     # Purging again finds nothing new.
-    assert ingest.raw_bodies_purge() == 0
+    assert batches.batches_purge(kind=ingest.BATCHES) == 0
 
 
 def test_it_drops_the_body_at_processing_time_when_retention_is_zero(project_a, settings) -> None:
@@ -518,7 +518,7 @@ def test_it_keeps_a_failed_body_when_retention_is_zero(project_a, settings) -> N
     settings.OCTOTRACE_RAW_RETENTION_HOURS = 0
     batch = IngestBatch.objects.create(project=project_a, body=b"\xffjunk", content_type=otlp.PROTOBUF)
     ingest.batch_process(batch_id=batch.pk)
-    assert ingest.raw_bodies_purge() == 0
+    assert batches.batches_purge(kind=ingest.BATCHES) == 0
     batch.refresh_from_db()
     assert (batch.status, bytes(batch.body)) == (IngestBatch.Status.FAILED, b"\xffjunk")
 
@@ -526,7 +526,7 @@ def test_it_keeps_a_failed_body_when_retention_is_zero(project_a, settings) -> N
 def test_it_does_not_replay_a_purged_batch(project_a) -> None:
     batch = accept_and_process(project_a, corpus_protobuf(CAPTURE))
     _age(batch, processed_at=timezone.now() - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS + 1))
-    ingest.raw_bodies_purge()
+    batches.batches_purge(kind=ingest.BATCHES)
 
     assert ingest.batch_replay(batch_id=batch.pk, inline=True) is None
 

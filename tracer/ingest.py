@@ -1,33 +1,41 @@
-"""Durable ingest: accept raw OTLP batches, then turn them into span and trace rows.
+"""Durable ingest: accept raw OTLP trace batches, then turn them into span and trace rows.
 
 The receiver only validates a body and stores it (`batch_accept`); a Celery worker turns it into
 rows later (`batch_process`). The raw body is the durable copy of what was acknowledged, so a lost
-broker message, a killed worker or a normalization fix never loses a span: the sweeper
-(`batches_requeue_stuck`) and `manage.py replay` run the same `batch_process` again, and the
-writes are idempotent upserts keyed on (project, trace_id, span_id).
+broker message, a killed worker or a normalization fix never loses a span: the sweeper (task
+`ingest.requeue_stuck`) and `manage.py replay` run the same `batch_process` again, and the writes
+are idempotent upserts keyed on (project, trace_id, span_id) (tracer/rollup.py). How a batch is
+stored, claimed, failed, requeued and purged is the stored-batch service, tracer/batches.py.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Unpack
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracer import otlp, semconv
-from tracer.celery import task_enqueue, task_send
+from tracer import batches, otlp, semconv
 from tracer.models import IngestBatch, Project
 from tracer.pricing import PriceBook, Usage
 from tracer.rollup import traces_rollup
 
-log = logging.getLogger(__name__)
-
 PROCESS_TASK = "ingest.process_batch"
+
+
+def _counts(request: ExportTraceServiceRequest, body: bytes) -> dict[str, int] | None:
+    spans = otlp.count_spans(request)
+    return {"span_count": spans, "body_size": len(body)} if spans else None
+
+
+# Trace batches keep their row, and their body for OCTOTRACE_RAW_RETENTION_HOURS, so they can be replayed.
+BATCHES = batches.BatchKind(
+    model=IngestBatch, task=PROCESS_TASK, parse=otlp.parse_request, counts=_counts, keep_rows=True
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,42 +46,14 @@ class ProcessResult:
     rejected: int
 
 
-# --- Receiving ------------------------------------------------------------------------------
-
-
 def batch_accept(
-    *, project: Project, body: bytes, content_type: str, content_encoding: str = "", user_agent: str = ""
+    *, project: Project, body: bytes, content_type: str, **received: Unpack[batches.Received]
 ) -> IngestBatch | None:
-    """Validate an OTLP body and store it durably; the worker is told once the row is committed.
+    """Validate an OTLP traces body and store it durably; the worker is told once the row is committed.
 
     Raises otlp.BadBody / otlp.BodyTooLarge. Returns None for a valid request without spans.
     """
-    data = otlp.decompress(body, encoding=content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES)
-    request = otlp.parse_request(data, content_type=content_type)
-    span_count = otlp.count_spans(request)
-    if span_count == 0:
-        return None
-    with transaction.atomic():
-        batch = IngestBatch.objects.create(
-            project=project,
-            body=body,
-            body_size=len(body),
-            content_type=otlp.media_type(content_type),
-            content_encoding=content_encoding.strip().lower(),
-            user_agent=user_agent[:300],
-            span_count=span_count,
-        )
-        task_enqueue(PROCESS_TASK, batch.pk)
-    return batch
-
-
-def batch_enqueue(*, batch_id: int) -> bool:
-    """Hand a stored batch's id to the broker now (the sweeper and replay); False if the broker is
-    down, and the sweeper tries again."""
-    return task_send(PROCESS_TASK, batch_id)
-
-
-# --- Processing -----------------------------------------------------------------------------
+    return batches.batch_accept(kind=BATCHES, project=project, body=body, content_type=content_type, **received)
 
 
 def batch_process(*, batch_id: int) -> ProcessResult | None:
@@ -82,50 +62,21 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
     Returns None when there was nothing to do (already done, failed, or unknown id). Database
     errors propagate so the task can retry; a body that cannot be decoded marks the batch failed.
     """
-    now = timezone.now()
-    unfinished = [IngestBatch.Status.PENDING, IngestBatch.Status.PROCESSING]
-    claimed = IngestBatch.objects.filter(
-        pk=batch_id, status__in=unfinished, attempts__lt=settings.OCTOTRACE_BATCH_MAX_ATTEMPTS
-    ).update(status=IngestBatch.Status.PROCESSING, attempts=F("attempts") + 1, started_at=now)
-    if not claimed:
-        gave_up = IngestBatch.objects.filter(pk=batch_id, status__in=unfinished).update(
-            status=IngestBatch.Status.FAILED,
-            error=f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts",
-            processed_at=now,
-        )
-        if gave_up:
-            log.error("ingest batch %s failed: too many attempts", batch_id)
+    claimed = batches.batch_claim(kind=BATCHES, batch_id=batch_id)
+    if claimed is None:
         return None
-
-    batch = IngestBatch.objects.get(pk=batch_id)
-    try:
-        data = otlp.decompress(
-            bytes(batch.body), encoding=batch.content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES
-        )
-        request = otlp.parse_request(data, content_type=batch.content_type)
-    except (otlp.BadBody, otlp.BodyTooLarge) as exc:
-        batch_mark_failed(batch_id=batch_id, error=str(exc))
-        return None
-
     records: dict[tuple[str, str], otlp.SpanRecord] = {}
     rejected: list[str] = []
-    for item in otlp.iter_spans(request):
+    for item in otlp.iter_spans(claimed.request):
         if isinstance(item, str):
             rejected.append(item)
         else:
             # The same span twice in one body: keep the last copy (one row per span).
             records[(item.trace_id, item.span_id)] = item
 
+    project_id = claimed.batch.project_id
     trace_ids = sorted({trace_id for trace_id, _ in records})
-    done = {
-        "status": IngestBatch.Status.DONE,
-        "processed_at": timezone.now(),
-        "trace_count": len(trace_ids),
-        "error": _rejected_summary(rejected),
-    }
-    if settings.OCTOTRACE_RAW_RETENTION_HOURS == 0:
-        done.update(body=b"", body_purged_at=done["processed_at"])
-    prices = PriceBook(project_id=batch.project_id)
+    prices = PriceBook(project_id=project_id)
     rows = [_span_row(record, prices) for record in records.values()]
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -134,16 +85,11 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
             # "processing" and the sweeper runs it again.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        traces_rollup(project_id=batch.project_id, trace_ids=trace_ids, new_rows=rows)
-        IngestBatch.objects.filter(pk=batch_id).update(**done)
+        traces_rollup(project_id=project_id, trace_ids=trace_ids, new_rows=rows)
+        batches.batch_done(
+            kind=BATCHES, batch_id=batch_id, error=_rejected_summary(rejected), trace_count=len(trace_ids)
+        )
     return ProcessResult(batch_id=batch_id, spans=len(records), traces=len(trace_ids), rejected=len(rejected))
-
-
-def batch_mark_failed(*, batch_id: int, error: str) -> None:
-    IngestBatch.objects.filter(pk=batch_id).exclude(status=IngestBatch.Status.DONE).update(
-        status=IngestBatch.Status.FAILED, error=error[:10_000], processed_at=timezone.now()
-    )
-    log.error("ingest batch %s failed: %s", batch_id, error)
 
 
 def _rejected_summary(rejected: list[str]) -> str:
@@ -196,42 +142,7 @@ def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> list:
     ]
 
 
-# --- Recovery and maintenance ---------------------------------------------------------------
-
-
-def batches_requeue_stuck(*, now: datetime | None = None) -> int:
-    """Re-enqueue batches whose message was lost or whose worker died. Returns how many."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.OCTOTRACE_BATCH_STUCK_SECONDS)
-    stuck = IngestBatch.objects.filter(
-        Q(status=IngestBatch.Status.PENDING, enqueued_at__lt=cutoff)
-        | Q(status=IngestBatch.Status.PROCESSING, enqueued_at__lt=cutoff, started_at__lt=cutoff)
-    )
-    return stored_batches_requeue(stuck=stuck, cutoff=cutoff, now=now, enqueue=batch_enqueue)
-
-
-def stored_batches_requeue(*, stuck: QuerySet, cutoff: datetime, now: datetime, enqueue: Callable[..., bool]) -> int:
-    """Re-enqueue the stuck batches of a staging table (`enqueued_at` before `cutoff`), each once
-    even with sweepers running concurrently. Returns how many were handed to the broker."""
-    count = 0
-    for batch_id in stuck.values_list("pk", flat=True).iterator():
-        # Conditional update: if another sweeper (or a worker) moved it meanwhile, leave it.
-        touched = stuck.model.objects.filter(pk=batch_id, enqueued_at__lt=cutoff).update(enqueued_at=now)
-        if touched and enqueue(batch_id=batch_id):
-            count += 1
-    if count:
-        log.warning("re-enqueued %s stuck %s row(s)", count, stuck.model._meta.verbose_name)
-    return count
-
-
-def raw_bodies_purge(*, now: datetime | None = None) -> int:
-    """Drop the raw bodies of batches processed longer ago than the retention. Failed batches
-    keep theirs, so they can be replayed after a fix."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS)
-    return IngestBatch.objects.filter(
-        status=IngestBatch.Status.DONE, processed_at__lt=cutoff, body_purged_at__isnull=True
-    ).update(body=b"", body_purged_at=now)
+# --- Replay ---------------------------------------------------------------------------------
 
 
 def batches_for_replay(
@@ -241,16 +152,16 @@ def batches_for_replay(
     statuses: list[str] | None = None,
     batch_ids: list[int] | None = None,
 ) -> QuerySet[IngestBatch]:
-    batches = IngestBatch.objects.filter(body_purged_at__isnull=True)
+    selected = IngestBatch.objects.filter(body_purged_at__isnull=True)
     if project is not None:
-        batches = batches.filter(project=project)
+        selected = selected.filter(project=project)
     if since is not None:
-        batches = batches.filter(received_at__gte=since)
+        selected = selected.filter(received_at__gte=since)
     if statuses:
-        batches = batches.filter(status__in=statuses)
+        selected = selected.filter(status__in=statuses)
     if batch_ids:
-        batches = batches.filter(pk__in=batch_ids)
-    return batches.order_by("pk")
+        selected = selected.filter(pk__in=batch_ids)
+    return selected.order_by("pk")
 
 
 def batch_replay(*, batch_id: int, inline: bool) -> ProcessResult | None:
@@ -260,5 +171,5 @@ def batch_replay(*, batch_id: int, inline: bool) -> ProcessResult | None:
     )
     if inline:
         return batch_process(batch_id=batch_id)
-    batch_enqueue(batch_id=batch_id)
+    batches.batch_enqueue(kind=BATCHES, batch_id=batch_id)
     return None

@@ -100,6 +100,14 @@ class StoredBatch(models.Model):
 
     class Meta:
         abstract = True
+        indexes = [
+            # The sweeper: unfinished batches whose last enqueue is older than the timeout.
+            models.Index(
+                fields=["enqueued_at"],
+                name="%(class)s_unfinished_idx",
+                condition=models.Q(status__in=["pending", "processing"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self._meta.verbose_name} {self.pk} ({self.status})"
@@ -114,15 +122,10 @@ class IngestBatch(StoredBatch):
     span_count = models.PositiveIntegerField(default=0)
     trace_count = models.PositiveIntegerField(default=0)
 
-    class Meta:
+    class Meta(StoredBatch.Meta):
         verbose_name_plural = "ingest batches"
         indexes = [
-            # The sweeper: unfinished batches whose last enqueue is older than the timeout.
-            models.Index(
-                fields=["enqueued_at"],
-                name="batch_unfinished_idx",
-                condition=models.Q(status__in=["pending", "processing"]),
-            ),
+            *StoredBatch.Meta.indexes,
             # Raw-body purge: processed batches by age.
             models.Index(fields=["status", "processed_at"], name="batch_status_processed_idx"),
             # Admin, and `replay --project/--since` (received_at).
@@ -358,15 +361,10 @@ class GpuMetricsBatch(StoredBatch):
     point_count = models.PositiveIntegerField(default=0)
     sample_count = models.PositiveIntegerField(default=0)
 
-    class Meta:
+    class Meta(StoredBatch.Meta):
         verbose_name_plural = "GPU metrics batches"
         indexes = [
-            # The sweeper: unfinished batches whose last enqueue is older than the timeout.
-            models.Index(
-                fields=["enqueued_at"],
-                name="gpubatch_unfinished_idx",
-                condition=models.Q(status__in=["pending", "processing"]),
-            ),
+            *StoredBatch.Meta.indexes,
             # Pruning: finished batches by age.
             models.Index(fields=["received_at"], name="gpubatch_received_idx"),
         ]
