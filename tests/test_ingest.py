@@ -9,18 +9,20 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
+from tests.factories import CORPUS, CORPUS_CAPTURES, broker_queue_size, corpus_bytes, corpus_protobuf
 from tracer import batches, ingest, otlp, rollup
-from tracer.celery import Queues, app
+from tracer.celery import Queues
 from tracer.models import IngestBatch, Project, Span, Trace
 from tracer.projects import project_create
 from tracer.tasks import process_batch
@@ -265,6 +267,61 @@ def test_it_leaves_one_row_per_span_when_repeated_and_overlapping_batches_commit
     assert set(IngestBatch.objects.values_list("status", flat=True)) == {IngestBatch.Status.DONE}
 
 
+def stored_rows(project: Project) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A project's span and trace rows as ingest wrote them, without ids and write times."""
+    spans = Span.objects.filter(project=project).order_by("trace_id", "span_id").values(*rollup.SPAN_COLUMNS)
+    return list(spans), trace_values(project)
+
+
+def process_at_once(batch_ids: list[int]) -> None:
+    """Process the batches in threads released together by a barrier, each thread on its own
+    database connection, as worker processes would."""
+    start = threading.Barrier(len(batch_ids), timeout=30)
+    errors: list[BaseException] = []
+
+    def work(batch_id: int) -> None:
+        try:
+            start.wait()
+            ingest.batch_process(batch_id=batch_id)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(batch_id,)) for batch_id in batch_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_processing_overlapping_batches_of_one_trace_at_once_write_the_rows_of_one_batch() -> None:
+    # Two batches of one trace, sharing spans and each with spans of its own. Without the per-trace
+    # lock, each worker would roll the trace up from the spans it saw, and the last to commit would
+    # leave a trace row without the other's spans: one round shows it about two times in three,
+    # so the test runs three.
+    ids = [s["span_id"] for s in expected(CAPTURE)["spans"]]
+    request = request_of(CAPTURE)
+    first, second = subset(request, ids[:9]), subset(request, ids[5:])  # spans 5 to 8 in both
+    whole = make_project("whole")
+    accept_and_process(whole, corpus_protobuf(CAPTURE))
+    one_batch = stored_rows(whole)
+    assert len(one_batch[0]) == 14 and one_batch[1][0]["span_count"] == 14
+
+    for n in range(3):
+        project = make_project(f"concurrent {n}")
+        batch_ids = [accept(project, first).pk, accept(project, second).pk]
+
+        process_at_once(batch_ids)
+
+        statuses = IngestBatch.objects.filter(pk__in=batch_ids).values_list("status", flat=True)
+        assert list(statuses) == [IngestBatch.Status.DONE] * 2
+        assert stored_rows(project) == one_batch, f"round {n}"
+
+
 # --- Out-of-order arrival --------------------------------------------------------------------
 
 
@@ -326,9 +383,7 @@ def test_it_names_the_root_only_once_the_root_has_arrived(project_a) -> None:
 
 def ingest_queue_size() -> int:
     """Messages waiting in the configured broker's ingest queue (no worker runs in these tests)."""
-    with app.connection_for_write() as conn:
-        # Not passive: on a new Redis database the queue does not exist until something declares it.
-        return conn.default_channel.queue_declare(Queues.INGEST.value).message_count
+    return broker_queue_size(Queues.INGEST)
 
 
 def _age(batch: IngestBatch, **fields: Any) -> None:
