@@ -1,9 +1,10 @@
-"""The one writer of span and trace rows: a batch's spans, and the rollups of the traces they touch.
+"""Writing span rows and the rollups of the traces they touch, under per-trace locks.
 
 Ingest (tracer/ingest.py) calls `traces_rollup` with a batch's new span rows; re-pricing
 (tracer/pricing.py) calls it with none, to recompute the totals of traces whose costs changed. Both,
-and GPU attribution (tracer/gpu/attribution.py), take the per-trace advisory lock `trace_lock_key`
-before they read a trace's spans, so two writers of one trace run one after the other.
+and GPU attribution (tracer/gpu/attribution.py), take the traces' advisory locks (`traces_lock`,
+keyed by `trace_lock_key`) before they read a trace's spans, so two writers of one trace run one
+after the other.
 """
 
 from __future__ import annotations
