@@ -1,6 +1,6 @@
 """End-to-end ingest benchmark: spans/s from the first OTLP export until every span is stored.
 
-Synthetic multi-agent traces (20 spans each, see tracer/synthetic.py) are recorded with the
+Synthetic multi-agent traces (20 spans each, see demo/synthetic.py) are recorded with the
 OpenTelemetry SDK beforehand, then sent by the SDK's own OTLP/HTTP exporter from several threads.
 The clock starts at the first export and stops when the database holds every span and every
 batch is done. With --start it runs the server itself (gunicorn + one Celery worker) on the
@@ -39,7 +39,7 @@ from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExportResult  # noqa: E402
 
-from tracer import synthetic  # noqa: E402
+from demo import synthetic  # noqa: E402
 from tracer.models import IngestBatch, Span  # noqa: E402
 from tracer.projects import apikey_create, project_create  # noqa: E402
 

@@ -24,7 +24,8 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from tracer import ingest, synthetic  # noqa: E402
+from demo import synthetic  # noqa: E402
+from tracer import ingest  # noqa: E402
 from tracer.models import IngestBatch  # noqa: E402
 from tracer.projects import apikey_create, project_create  # noqa: E402
 

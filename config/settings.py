@@ -89,6 +89,12 @@ INSTALLED_APPS = [
     "tracer",
     "dashboard",
 ]
+# The demo app (`manage.py demo`: a demo/demo superuser, the example crew's runs, a simulated GPU)
+# exists only in local development, or when asked for explicitly; the production image has neither
+# the app nor these variables, so it has no way to create the demo user.
+OCTOTRACE_DEMO = env_bool("OCTOTRACE_DEMO", LOCAL_DEV)
+if OCTOTRACE_DEMO:
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
+from demo.gpu import SIMULATED_NAME, mock_nim_base_url
 from tests.factories import wait_until_processed
-from tracer import demo_gpu
 from tracer.models import Endpoint, GpuDevice, GpuMetricsBatch, GpuSample, Project, Span
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -83,7 +83,7 @@ def test_the_demo_shows_simulated_gpu_samples_and_the_worker_attributes_them_to_
     client = Client()
     client.force_login(User.objects.get(username="demo"))
     page = client.get("/p/demo/gpus/")
-    assert page.status_code == 200 and demo_gpu.SIMULATED_NAME in page.content.decode()
+    assert page.status_code == 200 and SIMULATED_NAME in page.content.decode()
     trace_id = attributed.first().trace_id
     panel = client.get(f"/p/demo/traces/{trace_id}/")
     # The panel is only there when a step of the trace has GPU figures.
@@ -99,6 +99,6 @@ def test_only_the_mock_nims_address_is_mapped_to_the_simulated_gpu() -> None:
     tool = FinishedSpan(**{"gen_ai.tool.name": "search_docs"})
     mock = FinishedSpan(**{"server.address": "127.0.0.1", "server.port": 41234})
     nvidia = FinishedSpan(**{"server.address": "integrate.api.nvidia.com", "server.port": 443})
-    assert demo_gpu.mock_nim_base_url([tool, mock]) == "http://127.0.0.1:41234/v1"
+    assert mock_nim_base_url([tool, mock]) == "http://127.0.0.1:41234/v1"
     # With NVIDIA_API_KEY set the crew calls NVIDIA's API: no simulated GPU for that.
-    assert demo_gpu.mock_nim_base_url([tool, nvidia]) is None
+    assert mock_nim_base_url([tool, nvidia]) is None

@@ -5,13 +5,20 @@ Celery worker process turns the stored batch into GPU samples in the database.""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import pytest
+from openai import OpenAI
 
-from octotrace import cli
-from octotrace.testing.fake_pynvml import UNSUPPORTED, FakeGpu, FakeNvml
-from tracer.models import GpuDevice, GpuMetricsBatch, GpuSample
+import octotrace
+from octotrace import cli, gpu_agent
+from octotrace_testing.fake_pynvml import UNSUPPORTED, FakeGpu, FakeNvml
+from octotrace_testing.nim_mock import NimMock
+from tests.factories import wait_until_processed
+from tracer.celery import task_send
+from tracer.gpu.prices import endpoint_upsert
+from tracer.models import GpuDevice, GpuMetricsBatch, GpuSample, Span, Trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -73,6 +80,16 @@ def test_the_gpu_agent_exports_to_the_live_server_and_the_worker_stores_samples(
     assert len(idle) == 4 and all(s.energy_mj is None and s.utilization_gpu is None for s in idle)
 
 
+def wait_for_readings(fake: FakeNvml, count: int, *, timeout: float = 30.0) -> None:
+    """Until the gpu-agent has taken `count` more readings (power is read once per reading)."""
+    target = fake.calls["nvmlDeviceGetPowerUsage"] + count
+    deadline = time.monotonic() + timeout
+    while fake.calls["nvmlDeviceGetPowerUsage"] < target:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the gpu-agent took no {count} readings within {timeout}s")
+        time.sleep(0.01)
+
+
 def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
     live_server, worker, project_a, key_a, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,21 +97,10 @@ def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
     client makes two concurrent streaming calls to a local NIM (the mock); spans and samples go
     through the live server and the worker; the endpoint is mapped; the worker's gpu.attribute
     task gives each call its share."""
-    import threading
-
-    from openai import OpenAI
-
-    import octotrace
-    from octotrace import gpu_agent
-    from octotrace.testing.nim_mock import NimMock
-    from tests.factories import wait_until_processed
-    from tracer.celery import app
-    from tracer.gpu.prices import endpoint_upsert
-    from tracer.models import Span, Trace
-
     # Steady 500 W, no energy counter: each call's energy must be 500 W x its GPU-seconds.
     gpu = FakeGpu(uuid="GPU-crew", values={"utilization": [(90, 40)], "power_mw": [500_000], "memory_used": [2**34]})
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module())
+    fake = FakeNvml([gpu])
+    monkeypatch.setitem(sys.modules, "pynvml", fake.module())
     agent = gpu_agent.GpuAgent(
         url=f"{live_server.url}/v1/metrics",
         headers={"authorization": f"Bearer {key_a[1]}"},
@@ -104,40 +110,49 @@ def test_two_concurrent_calls_to_a_self_hosted_endpoint_split_its_gpu(
     )
     sampler = threading.Thread(target=agent.run, daemon=True)
     sampler.start()
+    # The mock answers neither call before both have reached it: each client span starts before its
+    # request is sent and ends after its reply, so the two spans overlap, whatever the scheduling.
+    both_in_flight = threading.Barrier(2, timeout=30)
+    errors: list[Exception] = []
 
     octotrace.init(endpoint=live_server.url, api_key=key_a[1], service_name="gpu-e2e")
     try:
-        with NimMock(chunk_delay=0.01) as mock:
-            client = OpenAI(base_url=mock.base_url, api_key="nvapi-mock")
+        with NimMock(chunk_delay=0.01, before_reply=both_in_flight.wait) as mock:
+            client = OpenAI(base_url=mock.base_url, api_key="nvapi-mock", max_retries=0)
 
             def call(n: int) -> None:
-                stream = client.chat.completions.create(
-                    model="nvidia/nemotron-3-nano-30b-a3b",
-                    messages=[{"role": "user", "content": f"question {n}: budget for inference"}],
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-                for _ in stream:
-                    pass
+                try:
+                    stream = client.chat.completions.create(
+                        model="nvidia/nemotron-3-nano-30b-a3b",
+                        messages=[{"role": "user", "content": f"question {n}: budget for inference"}],
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                    for _ in stream:
+                        pass
+                except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                    errors.append(exc)
 
-            time.sleep(0.2)  # a few idle readings first
+            wait_for_readings(fake, 3)  # a few idle readings first
             calls = [threading.Thread(target=call, args=(n,)) for n in range(2)]
             for t in calls:
                 t.start()
             for t in calls:
-                t.join()
-            time.sleep(0.2)
+                t.join(timeout=60)
+            wait_for_readings(fake, 3)  # and after
             address = mock.base_url
     finally:
         octotrace.shutdown()
         agent.stop_event.set()
         sampler.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in calls), errors
+    assert len(mock.requests) == 2
 
     wait_until_processed(project_a)
     wait_for_batches(project_a, count=GpuMetricsBatch.objects.filter(project=project_a).count())
     endpoint_upsert(project=project_a, name="local NIM", base_url=address, device_uuids=["GPU-crew"])
 
-    app.send_task("gpu.attribute")
+    assert task_send("gpu.attribute")
     chats = Span.objects.filter(project=project_a, kind="llm")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and chats.filter(gpu_seconds__isnull=True).exists():

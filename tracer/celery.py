@@ -94,7 +94,8 @@ app.conf.update(
             "options": {"queue": Queues.GPU.value},
         },
         # Each LLM span's share of its endpoint's GPU seconds, energy and dollars, over the last
-        # OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES (recomputed, so late samples and spans count).
+        # OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES (recomputed, so late samples and spans count):
+        # a sweep that enqueues one gpu.attribute_project per project with GPU samples in the window.
         "gpu-attribute": {
             "task": "gpu.attribute",
             "schedule": 60.0,

@@ -98,16 +98,38 @@ def gpu_requeue_stuck_metrics() -> int:
 
 
 @shared_task(
-    name="gpu.attribute",
+    name=attribution.ATTRIBUTE_TASK,
     acks_late=True,
     ignore_result=True,
+    # Only the selection reads the database (the sends never raise), so a retry sends nothing twice.
     autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_jitter=True,
     max_retries=2,
+    soft_time_limit=20,
+    time_limit=30,
+)
+def gpu_attribute() -> int:
+    """Beat's sweep, every minute: enqueue one gpu.attribute_project per project with GPU samples."""
+    return attribution.gpu_attribute_fan_out(now_ns=time.time_ns())
+
+
+@shared_task(
+    name=attribution.ATTRIBUTE_PROJECT_TASK,
+    acks_late=True,  # idempotent: a rerun replaces the figures
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),  # a database briefly away, a deadlock victim
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=3,
+    # Within the minute between sweeps, so passes over one project do not pile up.
     soft_time_limit=50,
     time_limit=55,
 )
-def gpu_attribute() -> int:
-    return attribution.gpu_attribute_recent(now_ns=time.time_ns())
+def gpu_attribute_project(project_id: int) -> int:
+    """One project's GPU attribution over the last window, ending when the task runs."""
+    return attribution.gpu_attribute_recent(project_id=project_id, now_ns=time.time_ns()).attributed
 
 
 @shared_task(name="gpu.downsample", acks_late=True, ignore_result=True, time_limit=1800)

@@ -4,7 +4,8 @@ reasoning on (`/think`) and off (`/no_think`).
 
     # against NVIDIA's API (needs NVIDIA_API_KEY), traced into a running Octotrace:
     OCTOTRACE_ENDPOINT=http://127.0.0.1:8000 OCTOTRACE_API_KEY=otk_... python -m examples.research_crew.crew
-    # without NVIDIA_API_KEY it runs against the bundled mock NIM (octotrace.testing.nim_mock).
+    # without NVIDIA_API_KEY it runs against the mock NIM (octotrace_testing.nim_mock, from
+    # sdk/testing: requirements-dev.txt installs it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import ExitStack
 from openai import OpenAI
 
 import octotrace
+from octotrace_testing.nim_mock import NimMock
 
 NVIDIA_BASE_URL = "https://integrate.api.nvidia.com/v1"
 ORCHESTRATOR_MODEL = "nvidia/llama-3.1-nemotron-ultra-253b-v1"
@@ -178,8 +180,6 @@ def run(*, runs: int = 1, task: str = "Nemotron inference cost for a 1.2M-token/
         if os.environ.get("NVIDIA_API_KEY"):
             client = OpenAI(base_url=NVIDIA_BASE_URL, api_key=os.environ["NVIDIA_API_KEY"])
         else:
-            from octotrace.testing.nim_mock import NimMock
-
             mock = stack.enter_context(NimMock())
             client = OpenAI(base_url=mock.base_url, api_key="nvapi-mock")
         return [research_report(client, task, conversation_id=f"demo-conversation-{i % 3}") for i in range(runs)]

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from octotrace import cli, gpu_agent
 from octotrace.nvml import NvmlReader
-from octotrace.testing.fake_pynvml import (
+from octotrace_testing.fake_pynvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_LIBRARY_NOT_FOUND,

@@ -9,6 +9,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 
-from octotrace.testing.nim_mock import NimMock
+from octotrace_testing.nim_mock import NimMock
 
 ULTRA = "nvidia/llama-3.1-nemotron-ultra-253b-v1"
 SUPER = "nvidia/llama-3.3-nemotron-super-49b-v1.5"
@@ -328,12 +330,44 @@ def test_older_model_uses_think_tags(mock: NimMock) -> None:
     _assert_think_tags(chat(mock, {"model": OLD, "messages": [SYSTEM_THINK, USER_HI]}))
 
 
+def test_before_reply_holds_chat_replies_until_released() -> None:
+    release = threading.Event()
+    replies: list[dict[str, Any]] = []
+    with NimMock(before_reply=lambda: release.wait(timeout=30)) as held:
+
+        def call(n: int) -> None:
+            replies.append(chat(held, {"model": NANO, "messages": [{"role": "user", "content": f"q{n}"}]}))
+
+        calls = [threading.Thread(target=call, args=(n,)) for n in range(2)]
+        for t in calls:
+            t.start()
+        # Both requests reached the mock (it records them before holding) ...
+        deadline = time.monotonic() + 30
+        while len(held.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(held.requests) == 2
+        # ... and neither was answered: the replies wait for the release.
+        assert replies == [] and all(t.is_alive() for t in calls)
+        release.set()
+        for t in calls:
+            t.join(timeout=30)
+    assert len(replies) == 2 and all(r["object"] == "chat.completion" for r in replies)
+
+
+def test_a_broken_hold_is_answered_as_a_server_error() -> None:
+    barrier = threading.Barrier(2)
+    barrier.abort()
+    with NimMock(before_reply=barrier.wait) as held:
+        status, data, _ = post(held, "/chat/completions", {"model": NANO, "messages": [USER_HI]})
+    assert status == 500 and b"BrokenBarrierError" in data
+
+
 def test_python_m_entry_point() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "octotrace.testing.nim_mock", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "octotrace_testing.nim_mock", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

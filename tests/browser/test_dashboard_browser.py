@@ -7,16 +7,17 @@ import re
 
 import pytest
 import requests
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import octotrace
 from dashboard.templatetags.octo import tokens, usd
 from examples.research_crew import crew
 from tests.browser.pages import logged_in, screenshot
 from tests.factories import wait_until_processed
-from tracer import synthetic
 from tracer.models import Span, Trace
 from tracer.pricing import prices_sync
 
@@ -28,14 +29,14 @@ IMG = "<img src=x onerror=\"window.__pwned = 'img'\">"
 
 def send(live_server, secret: str, build) -> None:
     """Record spans with the OpenTelemetry SDK and POST them as OTLP protobuf, as an exporter would."""
-    collector = synthetic.Collector()
+    collector = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "browser-test"}))
     provider.add_span_processor(SimpleSpanProcessor(collector))
     build(provider.get_tracer("browser-test"))
     provider.shutdown()
     response = requests.post(
         f"{live_server.url}/v1/traces",
-        data=synthetic.encode(collector.spans),
+        data=encode_spans(collector.get_finished_spans()).SerializeToString(),
         headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {secret}"},
         timeout=30,
     )

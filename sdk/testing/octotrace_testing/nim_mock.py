@@ -15,7 +15,7 @@ Python use::
     with NimMock() as mock:
         client = openai.OpenAI(base_url=mock.base_url, api_key="x")
 
-Command line: ``python -m octotrace.testing.nim_mock [--host 127.0.0.1] [--port 8001]``.
+Command line: ``python -m octotrace_testing.nim_mock [--host 127.0.0.1] [--port 8001]``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -140,7 +141,14 @@ class ApiError(Exception):
 
 
 class NimMock:
-    """The mock server. ``port=0`` picks a free port; ``.requests`` collects every POST body received."""
+    """The mock server. ``port=0`` picks a free port; ``.requests`` collects every POST body received.
+
+    ``before_reply`` is called in the request's handler thread before a chat completion is answered
+    (after the request was read and recorded). A test can hold replies there until it releases them:
+    ``before_reply=threading.Barrier(2, timeout=30).wait`` answers two concurrent calls only once
+    both are in flight, so their client spans overlap for certain. An exception it raises (a broken
+    barrier) is answered as a 500.
+    """
 
     def __init__(
         self,
@@ -150,10 +158,12 @@ class NimMock:
         api_key: str | None = None,
         think_tags: bool = False,
         chunk_delay: float = 0.0,
+        before_reply: Callable[[], object] | None = None,
     ) -> None:
         self.api_key = api_key
         self.think_tags = think_tags
         self.chunk_delay = chunk_delay  # seconds between SSE chunks, for time-to-first-token demos
+        self.before_reply = before_reply
         self.requests: list[Any] = []
         self._lock = threading.Lock()
         self._seen_prefixes: dict[str, set[str]] = {}  # model -> hashes of message prefixes seen
@@ -418,6 +428,8 @@ def _make_handler(mock: NimMock) -> type[BaseHTTPRequestHandler]:
                     raise ApiError(400, "Request body must be a JSON object.", "invalid_json")
                 path = self._route()
                 if path == "/v1/chat/completions":
+                    if mock.before_reply is not None:
+                        mock.before_reply()
                     reply = mock.chat(body)
                     if body.get("stream"):
                         include = bool((body.get("stream_options") or {}).get("include_usage"))

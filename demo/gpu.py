@@ -1,7 +1,7 @@
 """SIMULATED GPU telemetry for the demo project (`manage.py demo`), so a new user sees the GPU pages.
 
 There is no GPU here: the demo's "GPU" is one simulated H100 behind the fake NVML module
-(`octotrace.testing.fake_pynvml`). Everything after NVML is the real code: the SDK's gpu-agent
+(`octotrace_testing.fake_pynvml`). Everything after NVML is the real code: the SDK's gpu-agent
 (`octotrace.gpu_agent.GpuAgent` with its `NvmlReader`) samples the fake while the example crew runs
 against the mock NIM, its OTLP metrics exports are stored as metrics batches (`metrics_batch_accept`,
 what `POST /v1/metrics` calls), the mock NIM's address is mapped to the device (`endpoint_upsert`,
@@ -24,11 +24,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.metrics.export import MetricExportResult
+
 from octotrace.gpu_agent import GpuAgent
 from octotrace.nvml import NvmlReader
-from octotrace.testing.fake_pynvml import FakeGpu, FakeNvml
+from octotrace_testing.fake_pynvml import FakeGpu, FakeNvml
 from tracer import otlp
 from tracer.celery import task_enqueue
+from tracer.gpu.attribution import ATTRIBUTE_TASK
 from tracer.gpu.metrics import metrics_batch_accept
 from tracer.gpu.prices import endpoint_upsert
 from tracer.gpu.samples import DeviceKey, devices_upsert
@@ -40,7 +44,7 @@ SIMULATED_UUID = "GPU-simulated-demo-h100-0"
 SIMULATED_NAME = "NVIDIA H100 80GB HBM3 (simulated)"
 SIMULATED_HOST = "simulated-nim"
 ENDPOINT_NAME = "mock NIM (simulated H100)"
-# Where octotrace.testing.nim_mock listens (it binds 127.0.0.1 unless told otherwise).
+# Where octotrace_testing.nim_mock listens (it binds 127.0.0.1 unless told otherwise).
 MOCK_NIM_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 USER_AGENT = "octotrace-demo gpu-agent on fake NVML (simulated)"
 # Readings 0.1 s apart (a real agent reads every second; the crew runs for about 3 s), with half a
@@ -119,9 +123,6 @@ class _Capture:
         self.bodies: list[bytes] = []
 
     def export(self, metrics_data: Any, **kwargs: Any) -> Any:
-        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-        from opentelemetry.sdk.metrics.export import MetricExportResult
-
         self.bodies.append(encode_metrics(metrics_data).SerializeToString())
         return MetricExportResult.SUCCESS
 
@@ -192,7 +193,7 @@ def demo_gpu_accept(*, project: Project, sampling: SimulatedSampling, base_url: 
     ]
     # The worker's periodic gpu.attribute, once more ATTRIBUTE_COUNTDOWN_S from now (if the broker is
     # down, beat's periodic run attributes the demo too).
-    task_enqueue("gpu.attribute", countdown=ATTRIBUTE_COUNTDOWN_S)
+    task_enqueue(ATTRIBUTE_TASK, countdown=ATTRIBUTE_COUNTDOWN_S)
     return [b for b in batches if b is not None]
 
 

@@ -1,4 +1,8 @@
-"""Synthetic multi-agent traces made with the OpenTelemetry SDK, for the demo data and bench/.
+"""Synthetic multi-agent traces made with the OpenTelemetry SDK, for the benchmarks (bench/), and
+the in-memory span collector and OTLP encoding the demo records the example crew with.
+
+Made-up data is the demo's business, not the server's: it lives here, with the demo, and bench/
+imports it (bench sits on top like the demo; nothing in the server imports either).
 
 Each trace is 20 spans shaped like a real agent run: a workflow, an orchestrator agent that
 delegates to a researcher and an analyst, their chat, embeddings and tool calls, with OTel GenAI
