@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
 from tracer.celery import task_enqueue
-from tracer.models import ModelPrice, Project
+from tracer.models import ModelPrice, Project, Span
+from tracer.rollup import traces_rollup
 
 CATALOG = Path(__file__).resolve().parent / "data" / "prices.json"
 PER_TOKENS = Decimal(1_000_000)
@@ -359,9 +360,6 @@ def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
 def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None = None) -> tuple[int, int]:
     """Recompute the cost of stored spans with today's prices, then their traces' rollups.
     Returns (spans whose cost changed, traces recomputed)."""
-    from tracer.ingest import traces_rollup
-    from tracer.models import Span
-
     spans = Span.objects.filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
     if project_id is not None:
         spans = spans.filter(project_id=project_id)
