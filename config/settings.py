@@ -8,6 +8,7 @@ loudly on a bad value instead of guessing.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -97,6 +98,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "tracer",
+    "reports",
     "dashboard",
 ]
 # The demo app (`manage.py demo`: a demo/demo superuser, the example crew's runs, a simulated GPU)
@@ -170,10 +172,83 @@ else:
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Logins and sessions (docs/deploy.md "Logins and sessions") ---------------------------
+# Sessions live in the database (shared by every web process). Cookies: HttpOnly always, Secure
+# per OCTOTRACE_SECURE_COOKIES (above), SameSite from the environment.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = env_str("SESSION_COOKIE_SAMESITE", "Lax")
+if SESSION_COOKIE_SAMESITE not in {"Lax", "Strict"}:
+    raise ImproperlyConfigured(f"SESSION_COOKIE_SAMESITE={SESSION_COOKIE_SAMESITE!r}: use Lax or Strict")
+
+# Every password we set from user input is checked: the admin's add-user and change-password forms,
+# `createsuperuser` and `changepassword` (interactive), and `manage.py demo` outside local development.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("OCTOTRACE_PASSWORD_MIN_LENGTH", 8, minimum=8)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes): after OCTOTRACE_LOGIN_FAILURE_LIMIT failed logins for one username
+# from one client address, that pair is refused (429, dashboard/locked_out.html) for the cool-off,
+# even with the right password. Keyed on the pair so that nobody can lock another person out from
+# elsewhere, and one address cannot spray one username. Staff unlock in the admin (Axes > Access
+# attempts) or with `manage.py axes_reset_username NAME`.
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes asks: it turns a lockout into the page
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("OCTOTRACE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("OCTOTRACE_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures of its pair
+AXES_LOCKOUT_CALLABLE = "dashboard.logins.lockout_response"  # 429 + Retry-After + dashboard/locked_out.html
+AXES_VERBOSE = False  # no configuration banner at every start; failures and lockouts are still logged
+# Reverse proxies in front of the web processes that append the client's address to X-Forwarded-For
+# (0: the client connects directly, REMOTE_ADDR is the address). Behind one nginx: 1.
+OCTOTRACE_PROXY_COUNT = env_int("OCTOTRACE_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.logins.client_ip"
+
+# Single sign-on through OpenID Connect (mozilla-django-oidc, dashboard/oidc.py), off unless a
+# provider is configured: by its issuer (endpoints from its discovery document) or by explicit endpoints.
+OCTOTRACE_OIDC_ISSUER = env_str("OCTOTRACE_OIDC_ISSUER", "").rstrip("/")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OCTOTRACE_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OCTOTRACE_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = env_str("OCTOTRACE_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = env_str("OCTOTRACE_OIDC_JWKS_ENDPOINT", "")
+_OIDC_ENDPOINTS = [OIDC_OP_AUTHORIZATION_ENDPOINT, OIDC_OP_TOKEN_ENDPOINT, OIDC_OP_USER_ENDPOINT, OIDC_OP_JWKS_ENDPOINT]
+OCTOTRACE_OIDC = bool(OCTOTRACE_OIDC_ISSUER) or any(_OIDC_ENDPOINTS)
+if OCTOTRACE_OIDC:
+    if not OCTOTRACE_OIDC_ISSUER and not all(_OIDC_ENDPOINTS):
+        raise ImproperlyConfigured(
+            "OIDC: set OCTOTRACE_OIDC_ISSUER, or all four of OCTOTRACE_OIDC_AUTHORIZATION_ENDPOINT, "
+            "OCTOTRACE_OIDC_TOKEN_ENDPOINT, OCTOTRACE_OIDC_USERINFO_ENDPOINT and OCTOTRACE_OIDC_JWKS_ENDPOINT"
+        )
+    OIDC_RP_CLIENT_ID = env_str("OCTOTRACE_OIDC_CLIENT_ID", "")
+    OIDC_RP_CLIENT_SECRET = env_str("OCTOTRACE_OIDC_CLIENT_SECRET", "")
+    if not OIDC_RP_CLIENT_ID or not OIDC_RP_CLIENT_SECRET:
+        raise ImproperlyConfigured("OIDC: set OCTOTRACE_OIDC_CLIENT_ID and OCTOTRACE_OIDC_CLIENT_SECRET")
+    if SESSION_COOKIE_SAMESITE == "Strict":
+        # The provider sends the browser back to /oidc/callback/ from its own site; a Strict cookie
+        # would not come along, and the login's state (kept in the session) would be lost.
+        raise ImproperlyConfigured("OIDC needs SESSION_COOKIE_SAMESITE=Lax")
+    AUTHENTICATION_BACKENDS.append("dashboard.oidc.OidcBackend")
+    OIDC_RP_SCOPES = env_str("OCTOTRACE_OIDC_SCOPES", "openid email profile")
+    OIDC_RP_SIGN_ALGO = env_str("OCTOTRACE_OIDC_SIGN_ALGO", "RS256")
+    OIDC_USE_PKCE = env_bool("OCTOTRACE_OIDC_PKCE", True)
+    OIDC_TIMEOUT = env_int("OCTOTRACE_OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+    # First login: a new user whose username is this claim (else the email); no project membership.
+    OIDC_CREATE_USER = env_bool("OCTOTRACE_OIDC_CREATE_USERS", True)
+    OCTOTRACE_OIDC_USERNAME_CLAIM = env_str("OCTOTRACE_OIDC_USERNAME_CLAIM", "preferred_username")
+    # Whether SSO may sign in to an account that has a password and the same email (see docs).
+    OCTOTRACE_OIDC_LINK_EXISTING = env_bool("OCTOTRACE_OIDC_LINK_EXISTING", False)
+# --- end of logins and sessions ------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -32,6 +32,7 @@ from octotrace.nvml import NvmlReader
 from octotrace_testing.fake_pynvml import FakeGpu, FakeNvml
 from tracer import otlp
 from tracer.celery import task_enqueue
+from tracer.gpu.attribution import ATTRIBUTE_TASK
 from tracer.gpu.metrics import metrics_batch_accept
 from tracer.gpu.prices import endpoint_upsert
 from tracer.gpu.samples import DeviceKey, devices_upsert
@@ -192,7 +193,7 @@ def demo_gpu_accept(*, project: Project, sampling: SimulatedSampling, base_url: 
     ]
     # The worker's periodic gpu.attribute, once more ATTRIBUTE_COUNTDOWN_S from now (if the broker is
     # down, beat's periodic run attributes the demo too).
-    task_enqueue("gpu.attribute", countdown=ATTRIBUTE_COUNTDOWN_S)
+    task_enqueue(ATTRIBUTE_TASK, countdown=ATTRIBUTE_COUNTDOWN_S)
     return [b for b in batches if b is not None]
 
 

@@ -5,14 +5,26 @@ Figures are worked out by hand in the comments; times are in seconds from T0.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import InterfaceError, OperationalError
 
-from tracer.gpu.attribution import gpu_attribute, gpu_by_agent
+import tracer.tasks  # noqa: F401 - registers the tasks with the Celery app
+from tracer.celery import app as celery_app
+from tracer.gpu.attribution import (
+    ATTRIBUTE_PROJECT_TASK,
+    ATTRIBUTE_TASK,
+    gpu_attribute,
+    gpu_attribute_fan_out,
+    gpu_attribute_recent,
+    gpu_attribution_project_ids,
+    gpu_by_agent,
+)
 from tracer.gpu.intervals import Interval, WindowTotals, interval_energy_j, intervals_from_samples, split_intervals
 from tracer.gpu.prices import endpoint_upsert
-from tracer.models import GpuDevice, GpuSample, Span, Trace
+from tracer.models import GpuDevice, GpuSample, GpuSampleMinute, Span, Trace
 
 S = 1_000_000_000
 T0 = 1_780_000_000 * S
@@ -113,13 +125,15 @@ def h100(project_a) -> GpuDevice:
     return device
 
 
-def add_span(project, trace: str, span: str, start: float, end: float, *, parent: str = "", **attrs) -> Span:
+def add_span(
+    project, trace: str, span: str, start: float, end: float, *, parent: str = "", t0: int = T0, **attrs
+) -> Span:
     trace_id, span_id = trace.ljust(32, "0"), span.ljust(16, "0")
     parent_id = parent.ljust(16, "0") if parent else ""
     Trace.objects.update_or_create(
         project=project,
         trace_id=trace_id,
-        defaults={"start_time_unix_nano": T0 - 10 * S, "end_time_unix_nano": T0 + 20 * S},
+        defaults={"start_time_unix_nano": t0 - 10 * S, "end_time_unix_nano": t0 + 20 * S},
     )
     attributes = {"server.address": "nim.internal", "server.port": 8000, **attrs}
     return Span.objects.create(
@@ -129,8 +143,8 @@ def add_span(project, trace: str, span: str, start: float, end: float, *, parent
         parent_span_id=parent_id,
         name="chat nemotron",
         kind="llm",
-        start_time_unix_nano=T0 + int(start * S),
-        end_time_unix_nano=T0 + int(end * S),
+        start_time_unix_nano=t0 + int(start * S),
+        end_time_unix_nano=t0 + int(end * S),
         attributes=attributes,
     )
 
@@ -255,3 +269,84 @@ def test_the_trace_api_shows_gpu_figures_next_to_token_costs(client, project_a, 
     assert detail["gpu_by_agent"][0]["agent"] == "planner"
     totals = client.get("/api/v1/traces", headers=headers).json()["totals"]
     assert Decimal(totals["gpu_cost"]) == Decimal("0.0027777778")
+
+
+# --- When it runs: beat's sweep, one task per project ---------------------------------------------
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list]]:
+    """Tasks handed to the broker, by name and arguments (tracer.celery.task_send sends them)."""
+    messages: list[tuple[str, list]] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, countdown=None: messages.append((name, args)))
+    return messages
+
+
+@pytest.mark.django_db
+def test_the_sweep_enqueues_one_task_per_project_with_gpu_samples_in_the_window(
+    project_a, project_b, h100, sent
+) -> None:
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
+    # Project B: an endpoint whose GPU was last sampled two hours before, and one without a GPU.
+    old = GpuDevice.objects.create(project=project_b, host="nim-2", uuid="GPU-old", name="NVIDIA H100 80GB HBM3")
+    GpuSample.objects.create(device=old, time_unix_nano=T0 - 7200 * S, utilization_gpu=50)
+    endpoint_upsert(project=project_b, name="old", base_url="http://old.internal:8000", device_uuids=["GPU-old"])
+    endpoint_upsert(project=project_b, name="bare", base_url="http://bare.internal:8000", device_uuids=[])
+    span = add_span(project_a, "gg", "g1", 0, 4)
+
+    assert gpu_attribute_fan_out(now_ns=T0 + 60 * S) == 1
+    assert sent == [(ATTRIBUTE_PROJECT_TASK, [project_a.pk])]
+    span.refresh_from_db()
+    assert span.gpu_seconds is None  # the sweep attributes nothing itself
+
+    # The selection follows the window: project B's old sample, then nobody's.
+    assert gpu_attribution_project_ids(start_ns=T0 - 7260 * S, end_ns=T0 - 3600 * S) == [project_b.pk]
+    assert gpu_attribution_project_ids(start_ns=T0 + 3600 * S, end_ns=T0 + 7200 * S) == []
+
+
+@pytest.mark.django_db
+def test_gpus_known_only_by_minute_rollups_are_selected_too(project_a) -> None:
+    device = GpuDevice.objects.create(project=project_a, host="nim-1", uuid="GPU-old", name="NVIDIA H100 80GB HBM3")
+    GpuSampleMinute.objects.create(device=device, minute_unix_nano=T0, sample_count=60, covered_seconds=60.0)
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-old"])
+    assert gpu_attribution_project_ids(start_ns=T0, end_ns=T0 + 60 * S) == [project_a.pk]
+    assert gpu_attribution_project_ids(start_ns=T0 + 120 * S, end_ns=T0 + 180 * S) == []
+
+
+@pytest.mark.django_db
+def test_a_projects_pass_covers_the_window_that_ends_now(project_a, h100, settings) -> None:
+    settings.OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = 1
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
+    add_span(project_a, "hh", "h1", 0, 4)
+    assert gpu_attribute_recent(project_id=project_a.pk, now_ns=T0 + 30 * S).attributed == 1
+    # Three minutes on, the call is out of the one-minute window and is left as it was.
+    assert gpu_attribute_recent(project_id=project_a.pk, now_ns=T0 + 180 * S).spans == 0
+
+
+@pytest.mark.django_db
+def test_beats_gpu_attribute_fans_out_and_the_project_task_attributes(project_a, sent) -> None:
+    # Ten minutes ago: inside the window the tasks compute from their own clock.
+    t0 = (time.time_ns() - 600 * S) // S * S
+    device = GpuDevice.objects.create(project=project_a, host="nim-1", uuid="GPU-now", name="NVIDIA H100 80GB HBM3")
+    GpuSample.objects.bulk_create(
+        GpuSample(device=device, time_unix_nano=t0 + t * S, utilization_gpu=90, energy_mj=t * 100_000) for t in range(5)
+    )
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-now"])
+    span = add_span(project_a, "ii", "i1", 0, 4, t0=t0)
+
+    celery_app.tasks[ATTRIBUTE_TASK].apply().get()
+    assert sent == [(ATTRIBUTE_PROJECT_TASK, [project_a.pk])]
+    for name, args in sent:
+        assert celery_app.tasks[name].apply(args=args).get() == 1
+    span.refresh_from_db()
+    assert span.gpu_seconds == pytest.approx(4.0)
+
+
+def test_the_attribution_tasks_retry_a_database_away_and_stay_within_a_minute() -> None:
+    for name in (ATTRIBUTE_TASK, ATTRIBUTE_PROJECT_TASK):
+        task = celery_app.tasks[name]
+        assert task.acks_late and task.ignore_result
+        assert set(task.autoretry_for) == {OperationalError, InterfaceError}
+        assert task.retry_backoff and task.max_retries
+        # Beat sends the sweep every minute: one pass is over before the next one comes.
+        assert task.soft_time_limit < task.time_limit < 60

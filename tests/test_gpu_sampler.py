@@ -107,7 +107,14 @@ def test_gpu_tasks_go_to_the_gpu_queue_by_name() -> None:
     import tracer.tasks  # noqa: F401 - registers the tasks
     from tracer.celery import app
 
-    for name in ("gpu.attribute", "gpu.process_metrics", "gpu.downsample", "gpu.prune", "gpu.requeue_stuck_metrics"):
+    for name in (
+        "gpu.attribute",
+        "gpu.attribute_project",
+        "gpu.process_metrics",
+        "gpu.downsample",
+        "gpu.prune",
+        "gpu.requeue_stuck_metrics",
+    ):
         assert app.amqp.router.route({}, name, (), {}, None)["queue"].name == "gpu"
     # Beat's own option wins over the route: sampling goes to the host's queue.
     assert app.amqp.router.route({"queue": "gpu.nim-a"}, "gpu.sample", (), {}, None)["queue"].name == "gpu.nim-a"

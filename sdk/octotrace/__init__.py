@@ -10,8 +10,8 @@ def planner(task): ...
 from __future__ import annotations
 
 from octotrace._budget import BudgetExceeded
-from octotrace._config import init, shutdown
 from octotrace._outcome import set_success
+from octotrace._setup import init, shutdown
 from octotrace._spans import agent, step, tool, workflow
 from octotrace.instrumentation.openai import instrument_openai, uninstrument_openai
 

@@ -67,6 +67,11 @@ class Budget:
 _active: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar("octotrace_budgets", default=())
 
 
+def active() -> tuple[Budget, ...]:
+    """The budgets open in this context, outermost first (empty outside any budgeted workflow)."""
+    return _active.get()
+
+
 @contextmanager
 def open_budget(
     *, name: str, span: Span | None, usd: float | Decimal | str | None, tokens: int | None, mode: str = "raise"

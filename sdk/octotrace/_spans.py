@@ -44,7 +44,7 @@ ATTR_ERROR_TYPE = "error.type"
 
 BUDGET_MODES = ("raise", "warn")
 
-# Set by `octotrace.init` / `shutdown` (octotrace._config.configure_spans). Until init, the proxy
+# Set by `octotrace.init` / `shutdown` (octotrace._setup). Until init, the proxy
 # tracer of the global provider; module globals because the hot path reads them on every call.
 _tracer: trace.Tracer = trace.get_tracer("octotrace")
 _capture_content = False

@@ -7,12 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from octotrace import gpu_agent
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="octotrace", description="Octotrace SDK tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    from octotrace import gpu_agent
-
     agent = commands.add_parser(
         "gpu-agent",
         help="sample this host's NVIDIA GPUs (NVML) and export them to the server as OTLP metrics",

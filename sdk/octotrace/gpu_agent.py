@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from octotrace import __version__
+from octotrace._config import env, parse_headers
 from octotrace.nvml import GpuReading, NvmlReader
 
 log = logging.getLogger("octotrace.gpu")
@@ -39,24 +40,17 @@ MAX_BUFFERED_READINGS = 3600
 EXPORT_CHUNK = 60
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 def resolve_target(*, endpoint: str | None, api_key: str | None) -> tuple[str | None, dict[str, str]]:
     """(metrics URL, headers) from the options, else the environment `octotrace.init` reads."""
-    from octotrace._config import _parse_headers
-
     url = None
     if endpoint:
         url = endpoint.rstrip("/") + METRICS_PATH
-    elif full := _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+    elif full := env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         url = full
-    elif base := _env("OCTOTRACE_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    elif base := env("OCTOTRACE_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT"):
         url = base.rstrip("/") + METRICS_PATH
-    headers = _parse_headers(_env("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or _env("OTEL_EXPORTER_OTLP_HEADERS"))
-    api_key = api_key or _env("OCTOTRACE_API_KEY")
+    headers = parse_headers(env("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or env("OTEL_EXPORTER_OTLP_HEADERS"))
+    api_key = api_key or env("OCTOTRACE_API_KEY")
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     return url, headers
@@ -76,8 +70,6 @@ def metrics_data(batches: Sequence[Sequence[GpuReading]], *, host: str, start_ti
     )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    from octotrace import __version__
 
     points: dict[str, list[NumberDataPoint]] = {}
     limits: dict[str, NumberDataPoint] = {}

@@ -579,33 +579,33 @@ def test_a_usd_budget_is_priced_and_recorded(exporter):
 def test_budgets_follow_the_work_into_generators_threads_and_tasks(exporter):
     @octotrace.step
     def worker() -> int:
-        return len(_budget._active.get())
+        return len(_budget.active())
 
     @octotrace.agent(budget_tokens=100)
     def streaming() -> Iterator[int]:
-        yield len(_budget._active.get())
-        yield len(_budget._active.get())
+        yield len(_budget.active())
+        yield len(_budget.active())
 
     @octotrace.agent(budget_tokens=100)
     async def in_tasks() -> list[int]:
         async def task() -> int:
-            return len(_budget._active.get())
+            return len(_budget.active())
 
         return await asyncio.gather(task(), task())
 
     with octotrace.workflow("w", budget_tokens=1000):
         outside = []
         for depth in streaming():
-            outside.append(len(_budget._active.get()))
+            outside.append(len(_budget.active()))
             assert depth == 2
         assert outside == [1, 1]  # the generator's budget is not in force between items
         with ThreadPoolExecutor(2) as pool:
             assert list(pool.map(lambda _: worker(), range(2))) == [1, 1]
         assert asyncio.run(in_tasks()) == [2, 2]
-    assert _budget._active.get() == ()
+    assert _budget.active() == ()
 
 
 def test_no_budget_without_a_limit(exporter):
     with octotrace.workflow("w"):
-        assert _budget._active.get() == ()
+        assert _budget.active() == ()
     assert "octotrace.budget.spent_tokens" not in only_span(exporter).attributes

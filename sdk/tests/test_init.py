@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import octotrace
-from octotrace import _config, _prices
+from octotrace import _config, _prices, _setup
 
 ORIGINAL_SUBMIT = concurrent.futures.ThreadPoolExecutor.submit
 
@@ -106,7 +106,7 @@ def test_it_exports_spans_to_the_server_with_the_api_key(server, monkeypatch):
 
 
 def test_without_a_server_spans_are_dropped_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(_config, "EXPORT_TIMEOUT_S", 1.0)  # keep the exporter's retries short
+    monkeypatch.setattr(_setup, "EXPORT_TIMEOUT_S", 1.0)  # keep the exporter's retries short
     caplog.set_level(logging.DEBUG)
     # Nothing listens; the price fetch fails too, and falls back to the bundled catalog quietly.
     octotrace.init("http://127.0.0.1:1", "otk_alice", instrument=False)

@@ -12,6 +12,9 @@ overlap, eight concurrent requests each get an eighth, and over any window
 Dollars: each device's GPU-seconds times its price per GPU-hour, plus energy times the endpoint's
 electricity price when one is set. A span none of whose time is covered by a sample gets NULL
 (unknown), never zero; a device without a price makes the span's dollars NULL (unpriced).
+
+When: every minute beat's ATTRIBUTE_TASK selects the projects whose endpoints' GPUs have samples
+in the last window and fans out one ATTRIBUTE_PROJECT_TASK per project (tracer/tasks.py).
 """
 
 from __future__ import annotations
@@ -21,14 +24,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Sum
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Sum
 from django.db.models.fields.json import KT
 
+from tracer.celery import task_send
 from tracer.gpu.intervals import NS, Interval, Share, intervals_from_samples, split_intervals
 from tracer.gpu.prices import address_from_url, endpoint_gpu_prices
 from tracer.gpu.retention import MINUTE_NS
-from tracer.models import Endpoint, GpuSample, GpuSampleMinute, Span, Trace
+from tracer.models import Endpoint, GpuDevice, GpuSample, GpuSampleMinute, Span, Trace
+from tracer.rollup import traces_lock
+
+# The periodic sweep (beat, every minute; the demo sends it too) and the per-project pass it enqueues.
+ATTRIBUTE_TASK = "gpu.attribute"
+ATTRIBUTE_PROJECT_TASK = "gpu.attribute_project"
 
 WH = 3600.0
 _MONEY = Decimal("0.0000000001")
@@ -246,18 +255,9 @@ def _cost(
 
 
 def _lock_traces(*, project_id: int, trace_ids: list[str]) -> None:
-    """The ingest worker's per-trace advisory locks (tracer/ingest.py), in the same order, so this
+    """The ingest worker's per-trace advisory locks (tracer/rollup.py), in the same order, so this
     and a batch touching the same trace run one after the other instead of deadlocking."""
-    if connection.vendor != "postgresql":
-        return
-    from tracer.ingest import _lock_key
-
-    keys = sorted(_lock_key(project_id, t) for t in trace_ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
-            [keys],
-        )
+    traces_lock(project_id=project_id, trace_ids=trace_ids)
 
 
 def traces_gpu_rollup(*, project_id: int, trace_ids: list[str]) -> None:
@@ -277,14 +277,41 @@ def traces_gpu_rollup(*, project_id: int, trace_ids: list[str]) -> None:
     Trace.objects.bulk_update(traces, ["gpu_seconds", "gpu_energy_wh", "gpu_cost"], batch_size=500)
 
 
-def gpu_attribute_recent(*, now_ns: int) -> int:
-    """The periodic pass: every project with endpoints, over the last attribution window."""
-    window_ns = settings.OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES * 60 * NS
-    count = 0
-    project_ids = Endpoint.objects.values_list("project_id", flat=True).distinct()
-    for project_id in project_ids:
-        count += gpu_attribute(project_id=project_id, start_ns=now_ns - window_ns, end_ns=now_ns).attributed
-    return count
+def recent_window(*, now_ns: int) -> tuple[int, int]:
+    """(start_ns, end_ns) of the periodic pass: the last OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES."""
+    return now_ns - settings.OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES * 60 * NS, now_ns
+
+
+def gpu_attribution_project_ids(*, start_ns: int, end_ns: int) -> list[int]:
+    """Projects with an endpoint one of whose GPUs has a sample (raw, or a minute rollup) within
+    [start_ns, end_ns] give or take OCTOTRACE_GPU_MAX_GAP_SECONDS: the only ones an attribution pass
+    over that window can give figures to. Each EXISTS is one range read of the (device, time) key."""
+    max_gap_ns = settings.OCTOTRACE_GPU_MAX_GAP_SECONDS * NS
+    raw = GpuSample.objects.filter(
+        device=OuterRef("pk"), time_unix_nano__gte=start_ns - max_gap_ns, time_unix_nano__lte=end_ns + max_gap_ns
+    )
+    minutes = GpuSampleMinute.objects.filter(
+        device=OuterRef("pk"), minute_unix_nano__gte=start_ns - MINUTE_NS, minute_unix_nano__lt=end_ns
+    )
+    sampled = GpuDevice.objects.filter(Exists(raw) | Exists(minutes))
+    endpoints = Endpoint.objects.filter(devices__in=sampled)
+    return list(endpoints.values_list("project_id", flat=True).distinct().order_by("project_id"))
+
+
+def gpu_attribute_recent(*, project_id: int, now_ns: int) -> AttributionResult:
+    """One project's periodic pass (ATTRIBUTE_PROJECT_TASK), over the window that ends at `now_ns`."""
+    start_ns, end_ns = recent_window(now_ns=now_ns)
+    return gpu_attribute(project_id=project_id, start_ns=start_ns, end_ns=end_ns)
+
+
+def gpu_attribute_fan_out(*, now_ns: int) -> int:
+    """The periodic sweep (ATTRIBUTE_TASK): one ATTRIBUTE_PROJECT_TASK per project with GPU samples
+    in the window, so a slow project neither delays nor times out the others. It attributes
+    nothing itself. Returns how many tasks the broker took; a send that failed is logged, and the
+    next sweep, a minute later, covers that project again."""
+    start_ns, end_ns = recent_window(now_ns=now_ns)
+    project_ids = gpu_attribution_project_ids(start_ns=start_ns, end_ns=end_ns)
+    return sum(task_send(ATTRIBUTE_PROJECT_TASK, project_id) for project_id in project_ids)
 
 
 def gpu_by_agent(*, spans: Iterable[dict]) -> list[dict]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from django.db import migrations
 
+from tracer.pricing import prices_sync
+
 
 def load(apps, schema_editor) -> None:
-    from tracer.pricing import prices_sync
-
     prices_sync(model=apps.get_model("tracer", "ModelPrice"))
 
 

@@ -242,7 +242,7 @@ class _ChatCall:
             model = kwargs.get("model")
             model = model if isinstance(model, str) else ""
             span = _tracer.start_span(f"chat {model}" if model else "chat", kind=SpanKind.CLIENT)
-            if not span.is_recording() and not _budget._active.get():
+            if not span.is_recording() and not _budget.active():
                 span.end()
                 return None
             call_kwargs = dict(kwargs)
@@ -565,7 +565,7 @@ class _EmbeddingsCall:
             model = kwargs.get("model")
             model = model if isinstance(model, str) else ""
             span = _tracer.start_span(f"embeddings {model}" if model else "embeddings", kind=SpanKind.CLIENT)
-            if not span.is_recording() and not _budget._active.get():
+            if not span.is_recording() and not _budget.active():
                 span.end()
                 return None
             address, port, provider = _server(client_resource)

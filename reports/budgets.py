@@ -3,12 +3,20 @@
 Spend of a period = for each billed call that started in it, its GPU cost when our own GPUs served
 it, else its API cost (never both), bucketed by day as the daily export and the Overview charts.
 
-The periodic check (`reports.budgets_check`, see tracer/celery.py) records each threshold crossed
-as a BudgetAlert row. Its unique constraint (budget, period, threshold) makes "once per period per
-threshold" hold even when two checks run at once: only one insert succeeds. Delivery is claimed
-with a conditional UPDATE, sent outside any transaction (email through Django's email backend,
-and the budget's webhook with a JSON body), then marked delivered; a failed delivery releases its
-claim and is retried by the next check, up to MAX_ATTEMPTS.
+The periodic work fans out (tasks in reports/tasks.py, schedule in tracer/celery.py):
+- `reports.budgets_check` (beat) only selects the projects that have a budget and sends one
+  `reports.budget_check_project` per project, all for the same instant;
+- `reports.budget_check_project` compares the project's spend with each budget and records each
+  threshold crossed as a BudgetAlert row. Its unique constraint (budget, period, threshold) makes
+  "once per period per threshold" hold even when two checks run at once: only one insert
+  succeeds, and only the check that inserted the row enqueues its delivery;
+- `reports.alert_deliver` (one task per alert) claims the alert with a conditional UPDATE, sends
+  it (email through Django's email backend, and the budget's webhook with a JSON body) outside
+  any transaction, then marks it delivered. A failure is recorded on the alert (attempts, error);
+  network errors are retried by the task with a growing wait, and an alert no delivery has
+  touched for RESEND_AFTER (its message was lost, or its retries are spent) is enqueued again by
+  its project's next check, up to MAX_ATTEMPTS attempts in all.
+No SMTP or HTTP call happens in a check.
 """
 
 from __future__ import annotations
@@ -28,21 +36,33 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
-from dashboard.models import Budget, BudgetAlert
-from dashboard.reports.common import date_ns
+from reports import common
+from reports.common import date_ns
+from reports.models import Budget, BudgetAlert
+from tracer.celery import task_enqueue, task_send
 from tracer.models import Membership, Project, Span
 
 log = logging.getLogger(__name__)
 
+BUDGETS_CHECK_TASK = "reports.budgets_check"
+BUDGET_CHECK_TASK = "reports.budget_check_project"
+ALERT_DELIVER_TASK = "reports.alert_deliver"
+
 THRESHOLDS = (50, 90, 100)
 MAX_ATTEMPTS = 5
-# A claim older than this is taken to belong to a check that died mid-delivery.
+# A claim older than this is taken to belong to a delivery that died mid-send.
 CLAIM_TIMEOUT = timedelta(minutes=10)
+# An undelivered alert that no delivery touched for this long lost its message (the broker was
+# down when it was enqueued) or spent its task's retries: its project's next check enqueues it
+# again. Longer than the delivery task's retries take in all (reports/tasks.py), so a retry that
+# is waiting is not doubled.
+RESEND_AFTER = timedelta(minutes=15)
 WEBHOOK_TIMEOUT_SECONDS = 10
+# Webhook answers worth another try; any other non-2xx answer is the webhook saying no.
+WEBHOOK_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class BadBudget(ValueError):
@@ -50,7 +70,11 @@ class BadBudget(ValueError):
 
 
 class WebhookRefused(ValueError):
-    pass
+    """The webhook's host is not a public address: not sent."""
+
+
+class WebhookRejected(ValueError):
+    """The webhook answered with a status that another try would not change (a 3xx, a 4xx)."""
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -138,66 +162,92 @@ def budget_delete(*, project: Project, period: str) -> None:
     Budget.objects.filter(project=project, period=period).delete()
 
 
+def budgets_sweep(*, now: datetime | None = None) -> int:
+    """The periodic check's fan-out: one `budget_check_project` task per project with a budget, all
+    for the period of `now`. Reads no spend and sends nothing. Returns how many tasks the broker
+    took (one it refused is logged; the next sweep sends it again)."""
+    now = now or common.utc_now()
+    # Served by the (project, period) unique index.
+    project_ids = Budget.objects.order_by("project_id").values_list("project_id", flat=True).distinct()
+    return sum(task_send(BUDGET_CHECK_TASK, project_id, now.isoformat()) for project_id in project_ids)
+
+
 @dataclass(slots=True)
 class CheckResult:
+    # Alerts this check recorded (it enqueued their delivery).
     recorded: int = 0
-    delivered: int = 0
-    failed: int = 0
+    # Earlier alerts of the project whose delivery it enqueued again.
+    resent: int = 0
 
 
-def budgets_check(*, now: datetime | None = None) -> CheckResult:
-    """Compare every budget's current spend with its thresholds; record and deliver new alerts."""
-    now = now or timezone.now()
+def budget_check_project(*, project_id: int, now: datetime | None = None) -> CheckResult:
+    """Compare each budget of the project with its thresholds in the period of `now`; record each
+    threshold newly reached and enqueue its delivery; enqueue again the deliveries that were lost."""
+    now = now or common.utc_now()
     today = now.astimezone(UTC).date()
     result = CheckResult()
-    for budget in Budget.objects.select_related("project").order_by("pk"):
+    for budget in Budget.objects.filter(project_id=project_id).order_by("pk"):
         start = period_start(period=budget.period, day=today)
         spend = budget_spend(budget=budget, start=start)
         percent = spend * 100 / budget.amount_usd
         for threshold in THRESHOLDS:
             if percent < threshold:
                 break
-            result.recorded += _alert_record(budget=budget, start=start, threshold=threshold, spend=spend)
-    pending = BudgetAlert.objects.filter(delivered_at__isnull=True, attempts__lt=MAX_ATTEMPTS)
-    for alert_id in pending.order_by("created_at", "pk").values_list("pk", flat=True):
-        outcome = alert_deliver(alert_id=alert_id, now=now)
-        if outcome is True:
-            result.delivered += 1
-        elif outcome is False:
-            result.failed += 1
+            alert = alert_record(budget=budget, start=start, threshold=threshold, spend=spend, now=now)
+            if alert is not None:
+                result.recorded += 1
+                task_enqueue(ALERT_DELIVER_TASK, alert.pk)
+    lost = (
+        BudgetAlert.objects.filter(budget__project_id=project_id, delivered_at__isnull=True, attempts__lt=MAX_ATTEMPTS)
+        .annotate(touched_at=Coalesce("attempted_at", "created_at"))
+        .filter(touched_at__lt=now - RESEND_AFTER)
+    )
+    for alert_id in lost.order_by("created_at", "pk").values_list("pk", flat=True):
+        task_enqueue(ALERT_DELIVER_TASK, alert_id)
+        result.resent += 1
     return result
 
 
-def _alert_record(*, budget: Budget, start: date, threshold: int, spend: Decimal) -> bool:
-    """Insert the alert row; False when it exists (this or a concurrent check recorded it)."""
+def alert_record(
+    *, budget: Budget, start: date, threshold: int, spend: Decimal, now: datetime | None = None
+) -> BudgetAlert | None:
+    """Insert the alert row; None when it exists (this or a concurrent check recorded it). The
+    insert is the claim on "this threshold, this period": only its winner enqueues the delivery."""
     if BudgetAlert.objects.filter(budget=budget, period_start=start, threshold=threshold).exists():
-        return False
+        return None
     try:
         with transaction.atomic():
-            BudgetAlert.objects.create(budget=budget, period_start=start, threshold=threshold, spend_usd=spend)
+            return BudgetAlert.objects.create(
+                budget=budget,
+                period_start=start,
+                threshold=threshold,
+                spend_usd=spend,
+                created_at=now or common.utc_now(),
+            )
     except IntegrityError:
-        return False
-    return True
+        return None
 
 
 def alert_deliver(*, alert_id: int, now: datetime | None = None) -> bool | None:
-    """Send one alert if this caller wins its claim. True: sent; False: failed (retried later);
-    None: someone else has it, or it is delivered already."""
-    now = now or timezone.now()
+    """Send one alert if this caller wins its claim. True: sent. None: nothing to do (another
+    delivery holds it, it went out already, or its attempts are spent). A failure is recorded on
+    the alert (attempts, error, claim released) and raised, so that the delivery task retries the
+    transient ones (network errors)."""
+    now = now or common.utc_now()
     claimable = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_TIMEOUT)
-    won = BudgetAlert.objects.filter(claimable, pk=alert_id, delivered_at__isnull=True).update(claimed_at=now)
+    won = BudgetAlert.objects.filter(
+        claimable, pk=alert_id, delivered_at__isnull=True, attempts__lt=MAX_ATTEMPTS
+    ).update(claimed_at=now, attempted_at=now, attempts=F("attempts") + 1)
     if won != 1:
         return None
     alert = BudgetAlert.objects.select_related("budget__project").get(pk=alert_id)
     try:
-        _send(alert)
-    except Exception as exc:  # noqa: BLE001 - any failure to deliver is recorded and retried
-        log.warning("budget alert %s not delivered: %s", alert_id, exc)
-        BudgetAlert.objects.filter(pk=alert_id).update(
-            claimed_at=None, attempts=alert.attempts + 1, error=f"{type(exc).__name__}: {exc}"[:2000]
-        )
-        return False
-    BudgetAlert.objects.filter(pk=alert_id).update(delivered_at=timezone.now(), attempts=alert.attempts + 1, error="")
+        _send(alert, now=now)
+    except Exception as exc:
+        log.warning("budget alert %s not delivered (attempt %s): %s", alert_id, alert.attempts, exc)
+        BudgetAlert.objects.filter(pk=alert_id).update(claimed_at=None, error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    BudgetAlert.objects.filter(pk=alert_id).update(delivered_at=now, error="")
     return True
 
 
@@ -222,7 +272,7 @@ def _recipients(budget: Budget) -> list[str]:
     return list(owners.values_list("user__email", flat=True))
 
 
-def _send(alert: BudgetAlert) -> None:
+def _send(alert: BudgetAlert, *, now: datetime) -> None:
     budget = alert.budget
     payload = alert_payload(alert)
     recipients = _recipients(budget)
@@ -237,7 +287,7 @@ def _send(alert: BudgetAlert) -> None:
             f"of its ${budget.amount_usd} budget.\n"
         )
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
-        BudgetAlert.objects.filter(pk=alert.pk).update(email_sent_at=timezone.now())
+        BudgetAlert.objects.filter(pk=alert.pk).update(email_sent_at=now)
     if budget.webhook_url:
         webhook_target_check(budget.webhook_url)
         request = urllib.request.Request(
@@ -246,15 +296,38 @@ def _send(alert: BudgetAlert) -> None:
             headers={"Content-Type": "application/json", "User-Agent": "octotrace-budget-alert"},
             method="POST",
         )
-        with _WEBHOOK_OPENER.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-            if not 200 <= response.status < 300:
-                raise urllib.error.HTTPError(budget.webhook_url, response.status, "not 2xx", response.headers, None)
+        try:
+            with _WEBHOOK_OPENER.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+                status, reason = response.status, response.reason
+        except urllib.error.HTTPError as exc:
+            status, reason = exc.code, exc.reason
+            if status in WEBHOOK_RETRY_STATUSES:
+                raise  # an OSError: the delivery task tries again later
+        if not 200 <= status < 300:
+            raise WebhookRejected(f"the webhook answered HTTP {status} {reason}")
+
+
+def budgets_status(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each budget of the project with its current period's start, spend and share used."""
+    today = (now or common.utc_now()).astimezone(UTC).date()
+    rows = []
+    for budget in Budget.objects.filter(project=project).order_by("period"):
+        start = period_start(period=budget.period, day=today)
+        spend = budget_spend(budget=budget, start=start)
+        rows.append({"budget": budget, "start": start, "spend": spend, "share": spend / budget.amount_usd})
+    return rows
+
+
+def alerts_recent(*, project: Project, limit: int = 20) -> list[BudgetAlert]:
+    """The project's latest alerts with their delivery state, newest first."""
+    alerts = BudgetAlert.objects.filter(budget__project=project).select_related("budget").order_by("-created_at")
+    return list(alerts[:limit])
 
 
 def budget_banner(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:
     """The highest threshold each budget of the project reached in its current period, from the
     recorded alerts (one query, so every page can show it)."""
-    today = (now or timezone.now()).astimezone(UTC).date()
+    today = (now or common.utc_now()).astimezone(UTC).date()
     current = Q(budget__period=Budget.Period.DAILY, period_start=today) | Q(
         budget__period=Budget.Period.MONTHLY, period_start=today.replace(day=1)
     )

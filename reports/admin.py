@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
+from reports.models import Budget, BudgetAlert, ReportRun, WorkflowValue
 
 
 @admin.register(WorkflowValue)
@@ -19,9 +19,9 @@ class BudgetAdmin(admin.ModelAdmin):
 
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(admin.ModelAdmin):
-    list_display = ["budget", "period_start", "threshold", "spend_usd", "delivered_at", "attempts"]
+    list_display = ["budget", "period_start", "threshold", "spend_usd", "delivered_at", "attempts", "error"]
     list_filter = ["threshold"]
-    # Alerts are the record of what was sent: written by the budget check only.
+    # Alerts are the record of what was sent: written by the budget check and delivery only.
     readonly_fields = [f.name for f in BudgetAlert._meta.fields]
 
 
