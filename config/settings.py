@@ -318,6 +318,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "octotrace@localhost")
 # Budget webhooks to loopback, private or link-local addresses are refused (the worker must not
 # be a way into the internal network), except in local development or when this is on.
 OCTOTRACE_WEBHOOK_ALLOW_PRIVATE = env_bool("OCTOTRACE_WEBHOOK_ALLOW_PRIVATE", LOCAL_DEV)
+# Budget webhooks are https:// only outside local development (refused when saved and when sent).
+# Not an environment variable on purpose: a production server has no plain-http switch.
+OCTOTRACE_WEBHOOK_HTTPS_ONLY = not LOCAL_DEV
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = VAR_DIR / "broker"

@@ -16,6 +16,7 @@ from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import charts
@@ -274,14 +275,24 @@ def whatif_page(request: HttpRequest, slug: str) -> HttpResponse:
 # --- Budgets ----------------------------------------------------------------------------------
 
 
-def _budgets_context(request: HttpRequest) -> dict[str, Any]:
+def _budgets_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         "page": "reports",
         "report": "budgets",
         "rows": budgets.budgets_status(project=request.project),
         "alerts": budgets.alerts_recent(project=request.project),
         "can_edit": can_edit(request),
+        **extra,
     }
+
+
+def _webhook_secret_page(request: HttpRequest, *, period: str, secret: str) -> HttpResponse:
+    """The budgets page with a webhook secret just issued: this response is the only place it is
+    shown (not stored in the session or a message, not cached)."""
+    context = _budgets_context(request, new_secret=secret, new_secret_period=period)
+    response = render(request, "dashboard/reports/budgets.html", context)
+    add_never_cache_headers(response)
+    return response
 
 
 @project_view()
@@ -293,19 +304,33 @@ def budgets_page(request: HttpRequest, slug: str) -> HttpResponse:
 @project_view(min_role=Membership.Role.OWNER)
 @require_POST
 def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
+    period = request.POST.get("period", "")
     try:
-        budgets.budget_set(
+        budget = budgets.budget_set(
             project=request.project,
-            period=request.POST.get("period", ""),
+            period=period,
             amount_usd=request.POST.get("amount_usd", ""),
             email_to=request.POST.get("email_to", ""),
             webhook_url=request.POST.get("webhook_url", ""),
         )
     except budgets.BadBudget as exc:
-        context = {**_budgets_context(request), "error": str(exc), "form": request.POST}
+        context = _budgets_context(request, error=str(exc), form=request.POST)
         return render(request, "dashboard/reports/budgets.html", context, status=400)
+    if budget.new_webhook_secret:
+        return _webhook_secret_page(request, period=period, secret=budget.new_webhook_secret)
     messages.success(request, "Budget saved.")
     return redirect("dashboard:budgets", slug=slug)
+
+
+@project_view(min_role=Membership.Role.OWNER)
+@require_POST
+def budget_webhook_rotate(request: HttpRequest, slug: str) -> HttpResponse:
+    period = request.POST.get("period", "")
+    try:
+        secret = budgets.budget_webhook_secret_rotate(project=request.project, period=period)
+    except budgets.BadBudget as exc:
+        return render(request, "dashboard/reports/budgets.html", _budgets_context(request, error=str(exc)), status=400)
+    return _webhook_secret_page(request, period=period, secret=secret)
 
 
 @project_view(min_role=Membership.Role.OWNER)

@@ -40,4 +40,7 @@ urlpatterns = [
     path("p/<slug:slug>/reports/budgets/", report_views.budgets_page, name="budgets"),
     path("p/<slug:slug>/reports/budgets/save", report_views.budget_save, name="budget-save"),
     path("p/<slug:slug>/reports/budgets/delete", report_views.budget_delete, name="budget-delete"),
+    path(
+        "p/<slug:slug>/reports/budgets/webhook-rotate", report_views.budget_webhook_rotate, name="budget-webhook-rotate"
+    ),
 ]

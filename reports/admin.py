@@ -15,6 +15,10 @@ class WorkflowValueAdmin(admin.ModelAdmin):
 class BudgetAdmin(admin.ModelAdmin):
     list_display = ["project", "period", "amount_usd", "email_to", "webhook_url"]
     list_filter = ["period"]
+    # The signing secret is shown once, on the budgets page that issues it, never here; the webhook
+    # URL is set there too, since a new URL gets a new secret (reports.budgets.budget_set).
+    exclude = ["webhook_secret"]
+    readonly_fields = ["webhook_url"]
 
 
 @admin.register(BudgetAlert)

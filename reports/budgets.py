@@ -11,27 +11,22 @@ The periodic work fans out (tasks in reports/tasks.py, schedule in tracer/celery
   "once per period per threshold" hold even when two checks run at once: only one insert
   succeeds, and only the check that inserted the row enqueues its delivery;
 - `reports.alert_deliver` (one task per alert) claims the alert with a conditional UPDATE, sends
-  it (email through Django's email backend, and the budget's webhook with a JSON body) outside
-  any transaction, then marks it delivered. A failure is recorded on the alert (attempts, error);
-  network errors are retried by the task with a growing wait, and an alert no delivery has
-  touched for RESEND_AFTER (its message was lost, or its retries are spent) is enqueued again by
-  its project's next check, up to MAX_ATTEMPTS attempts in all.
+  it (email through Django's email backend, and the budget's webhook with a signed JSON body,
+  reports/webhooks.py) outside any transaction, then marks it delivered. A failure is recorded
+  on the alert (attempts, error); network errors are retried by the task with a growing wait,
+  and an alert no delivery has touched for RESEND_AFTER (its message was lost, or its retries
+  are spent) is enqueued again by its project's next check, up to MAX_ATTEMPTS attempts in all.
 No SMTP or HTTP call happens in a check.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -42,6 +37,7 @@ from django.db.models.functions import Coalesce
 from reports import common
 from reports.common import date_ns
 from reports.models import Budget, BudgetAlert
+from reports.webhooks import WebhookRefused, webhook_post, webhook_secret_new, webhook_url_check
 from tracer.celery import task_enqueue, task_send
 from tracer.models import Membership, Project, Span
 
@@ -60,47 +56,10 @@ CLAIM_TIMEOUT = timedelta(minutes=10)
 # again. Longer than the delivery task's retries take in all (reports/tasks.py), so a retry that
 # is waiting is not doubled.
 RESEND_AFTER = timedelta(minutes=15)
-WEBHOOK_TIMEOUT_SECONDS = 10
-# Webhook answers worth another try; any other non-2xx answer is the webhook saying no.
-WEBHOOK_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class BadBudget(ValueError):
     pass
-
-
-class WebhookRefused(ValueError):
-    """The webhook's host is not a public address: not sent."""
-
-
-class WebhookRejected(ValueError):
-    """The webhook answered with a status that another try would not change (a 3xx, a 4xx)."""
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx from a webhook is a failure, not a hop to wherever it points (an internal host)."""
-
-    def redirect_request(self, *args, **kwargs) -> None:
-        return None
-
-
-_WEBHOOK_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
-def webhook_target_check(url: str) -> None:
-    """Raise WebhookRefused when the webhook's host resolves to an address that is not public
-    (loopback, private, link-local, reserved), unless OCTOTRACE_WEBHOOK_ALLOW_PRIVATE is on."""
-    if settings.OCTOTRACE_WEBHOOK_ALLOW_PRIVATE:
-        return
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM):
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise WebhookRefused(
-                f"{parts.hostname} resolves to {address}, which is not a public address "
-                "(set OCTOTRACE_WEBHOOK_ALLOW_PRIVATE=1 to allow internal webhooks)"
-            )
 
 
 def period_start(*, period: str, day: date) -> date:
@@ -129,7 +88,11 @@ def budget_spend(*, budget: Budget, start: date) -> Decimal:
 
 
 def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str = "", webhook_url: str = "") -> Budget:
-    """Create or change the project's budget for the period. Raises BadBudget on bad input."""
+    """Create or change the project's budget for the period. Raises BadBudget on bad input.
+
+    A webhook URL that is set or changed gets a new signing secret (a new receiver, a new key),
+    also on the returned budget's `new_webhook_secret`, to show once; an unchanged URL keeps its
+    secret; no webhook, no secret."""
     if period not in Budget.Period.values:
         raise BadBudget("period must be daily or monthly")
     try:
@@ -147,15 +110,43 @@ def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str 
             raise BadBudget(f"{address!r} is not an email address")
     webhook_url = webhook_url.strip()
     if webhook_url:
-        parts = urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadBudget("the webhook must be an http:// or https:// URL")
-    budget, _ = Budget.objects.update_or_create(
-        project=project,
-        period=period,
-        defaults={"amount_usd": amount, "email_to": ", ".join(addresses), "webhook_url": webhook_url},
-    )
+        try:
+            webhook_url_check(webhook_url)
+        except WebhookRefused as exc:
+            raise BadBudget(str(exc)) from None
+    with transaction.atomic():
+        # Locked, so that two saves at once cannot each show a secret only one of them stored.
+        existing = Budget.objects.select_for_update().filter(project=project, period=period).first()
+        new_secret = None
+        secret = ""
+        if webhook_url:
+            if existing is not None and existing.webhook_url == webhook_url and existing.webhook_secret:
+                secret = existing.webhook_secret
+            else:
+                secret = new_secret = webhook_secret_new()
+        budget, _ = Budget.objects.update_or_create(
+            project=project,
+            period=period,
+            defaults={
+                "amount_usd": amount,
+                "email_to": ", ".join(addresses),
+                "webhook_url": webhook_url,
+                "webhook_secret": secret,
+            },
+        )
+    budget.new_webhook_secret = new_secret
     return budget
+
+
+def budget_webhook_secret_rotate(*, project: Project, period: str) -> str:
+    """Give the budget's webhook a new signing secret; the new secret, to show once. The old one
+    stops working at once: alerts sent from now on are signed with the new one."""
+    secret = webhook_secret_new()
+    with_webhook = Budget.objects.filter(project=project, period=period).exclude(webhook_url="")
+    changed = with_webhook.update(webhook_secret=secret)
+    if changed != 1:
+        raise BadBudget(f"the project has no {period} budget with a webhook")
+    return secret
 
 
 def budget_delete(*, project: Project, period: str) -> None:
@@ -289,22 +280,13 @@ def _send(alert: BudgetAlert, *, now: datetime) -> None:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
         BudgetAlert.objects.filter(pk=alert.pk).update(email_sent_at=now)
     if budget.webhook_url:
-        webhook_target_check(budget.webhook_url)
-        request = urllib.request.Request(
-            budget.webhook_url,
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": "octotrace-budget-alert"},
-            method="POST",
+        webhook_post(
+            url=budget.webhook_url,
+            body=json.dumps(payload).encode(),
+            secret=budget.webhook_secret,
+            now=now,
+            user_agent="octotrace-budget-alert",
         )
-        try:
-            with _WEBHOOK_OPENER.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-                status, reason = response.status, response.reason
-        except urllib.error.HTTPError as exc:
-            status, reason = exc.code, exc.reason
-            if status in WEBHOOK_RETRY_STATUSES:
-                raise  # an OSError: the delivery task tries again later
-        if not 200 <= status < 300:
-            raise WebhookRejected(f"the webhook answered HTTP {status} {reason}")
 
 
 def budgets_status(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:

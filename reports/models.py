@@ -43,8 +43,14 @@ class Budget(models.Model):
     amount_usd = models.DecimalField(max_digits=14, decimal_places=2)
     # Comma-separated addresses; empty means the project's owners.
     email_to = models.TextField(blank=True, default="")
-    # Optional: POSTed a JSON body on each alert.
+    # Optional: POSTed a signed JSON body on each alert (reports/webhooks.py).
     webhook_url = models.URLField(max_length=500, blank=True, default="")
+    # The HMAC key each webhook POST is signed with, issued when the URL is set or changed and on
+    # "rotate". Stored because signing needs it; shown to the owner once, when issued, never again.
+    webhook_secret = models.CharField(max_length=64, blank=True, default="")
+    # Not a column: set by reports.budgets.budget_set on the budget it returns when that call
+    # issued a new webhook secret, so that the page which saved it can show it once.
+    new_webhook_secret: str | None = None
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

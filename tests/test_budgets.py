@@ -19,7 +19,7 @@ import pytest
 from django.core import mail
 from django.db import IntegrityError, connections, transaction
 
-from reports import budgets, tasks
+from reports import budgets, tasks, webhooks
 from reports.models import Budget, BudgetAlert
 from tests import reports_data
 from tests.factories import chat, ingest_spans, otlp_span, sid, tid
@@ -266,14 +266,14 @@ def test_a_webhook_that_keeps_failing_stops_after_the_last_attempt_with_the_erro
     assert queue.tick(LATER) == [] and len(hook.bodies) == budgets.MAX_ATTEMPTS
     client.force_login(alice)
     page = client.get(f"/p/{loaded.slug}/reports/budgets/").content.decode()
-    assert f"not yet ({budgets.MAX_ATTEMPTS} attempt(s)): HTTPError" in page
+    assert f"not yet ({budgets.MAX_ATTEMPTS} attempt(s)): WebhookUnavailable" in page
 
 
 def test_a_failed_delivery_is_sent_again_by_a_later_check_without_a_second_email(loaded, hook, queue) -> None:
     budgets.budget_set(project=loaded, period="daily", amount_usd="10", webhook_url=hook.url)
     hook.status = 404  # the webhook says no: not a network error, so the task does not retry it
     (error,) = queue.tick()
-    assert isinstance(error, budgets.WebhookRejected)
+    assert isinstance(error, webhooks.WebhookRejected)
     alert = BudgetAlert.objects.get()
     assert (alert.delivered_at, alert.attempts) == (None, 1) and "404" in alert.error
     hook.status = 204
@@ -300,7 +300,7 @@ def test_a_webhook_to_an_internal_address_is_refused_outside_local_development(l
     settings.OCTOTRACE_WEBHOOK_ALLOW_PRIVATE = False
     budgets.budget_set(project=loaded, period="daily", amount_usd="10", webhook_url=hook.url)
     (error,) = queue.tick()
-    assert isinstance(error, budgets.WebhookRefused)
+    assert isinstance(error, webhooks.WebhookRefused)
     alert = BudgetAlert.objects.get()
     assert "127.0.0.1" in alert.error and "not a public address" in alert.error
     assert hook.bodies == [] and len(mail.outbox) == 1  # the email still went out, once
@@ -308,9 +308,9 @@ def test_a_webhook_to_an_internal_address_is_refused_outside_local_development(l
 
 def test_a_webhook_redirect_is_not_followed(loaded, hook, queue) -> None:
     budgets.budget_set(project=loaded, period="daily", amount_usd="10", webhook_url=hook.url)
-    hook.status = 302  # to /followed on the same server: urllib would follow it with a GET
+    hook.status = 302  # to /followed on the same server: a client that follows redirects would GET it
     (error,) = queue.tick()
-    assert isinstance(error, budgets.WebhookRejected)
+    assert isinstance(error, webhooks.WebhookRejected)
     assert "302" in BudgetAlert.objects.get().error
     assert len(hook.bodies) == 1
 

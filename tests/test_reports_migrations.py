@@ -74,3 +74,26 @@ def test_a_database_migrated_before_the_move_keeps_its_rows() -> None:
     assert list(Permission.objects.get(pk=permission.pk).user_set.values_list("pk", flat=True)) == [user.pk]
     # New rows still get fresh ids after the old ones.
     assert Budget.objects.create(project_id=project.pk, period="monthly", amount_usd=5).pk > budget.pk
+
+
+BEFORE_SIGNING = [("reports", "0002_budgetalert_attempted_at")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_whose_webhook_was_set_before_signing_gets_a_secret() -> None:
+    """reports/migrations/0003: every webhook POST is signed from the upgrade on."""
+    executor = MigrationExecutor(connection)
+    old = executor.migrate(BEFORE_SIGNING).apps
+    project = old.get_model("tracer", "Project").objects.create(name="Project A", slug="project-a")
+    old_budget = old.get_model("reports", "Budget")
+    old_budget.objects.create(
+        project_id=project.pk, period="daily", amount_usd=Decimal(10), webhook_url="https://hooks.example.com/a"
+    )
+    old_budget.objects.create(project_id=project.pk, period="monthly", amount_usd=Decimal(100))
+
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    daily, monthly = Budget.objects.order_by("period")
+    assert daily.webhook_secret.startswith("whsec_") and len(daily.webhook_secret) > 40
+    assert monthly.webhook_secret == ""
