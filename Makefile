@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean compose-test
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
@@ -43,6 +43,11 @@ bench: export OCTOTRACE_LOCAL_DEV ?= 1
 bench: $(STAMP)
 	$(PY) bench/ingest.py --start
 	$(PY) bench/tree.py
+
+# The production stack (docker/compose.yaml: web, worker, beat, PostgreSQL, Redis) built and run
+# for real with podman, then ingest, read back and a worker restart mid-ingest (docker/compose_test.sh).
+compose-test:
+	docker/compose_test.sh
 
 clean:
 	rm -rf $(VENV) var

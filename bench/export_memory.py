@@ -42,6 +42,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 
+from reports import roi, waste  # noqa: E402
 from tracer.models import Project, Span, Trace  # noqa: E402
 from tracer.projects import project_create  # noqa: E402
 
@@ -122,8 +123,6 @@ def measure(client: Client, slug: str) -> tuple[int, int, float, int]:
 
 def time_reports(project: Project) -> None:
     """The ROI and token-waste reports over the same spans (each call has a message fingerprint)."""
-    from dashboard.reports import roi, waste
-
     traces = Trace.objects.filter(project=project)
     started = time.perf_counter()
     roi.roi_compute(project=project, traces=traces)

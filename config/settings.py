@@ -8,6 +8,7 @@ loudly on a bad value instead of guessing.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -67,9 +68,19 @@ if SECRET_KEY == _INSECURE_KEY and not LOCAL_DEV:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, and send cookies over HTTPS only.
-if env_bool("OCTOTRACE_BEHIND_TLS_PROXY", False):
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: trust it, redirect plain HTTP to HTTPS
+# and tell browsers to use HTTPS only (HSTS). `manage.py check --deploy` is clean with the production
+# environment of docs/deploy.md (tests/test_deploy_check.py).
+BEHIND_TLS_PROXY = env_bool("OCTOTRACE_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("OCTOTRACE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+# A year once the site is HTTPS-only: a browser that saw it refuses plain HTTP for that long.
+SECURE_HSTS_SECONDS = env_int("OCTOTRACE_HSTS_SECONDS", 365 * 24 * 3600 if BEHIND_TLS_PROXY else 0, minimum=0)
+# Both reach beyond this host (every subdomain of it; the browsers' built-in list), so they stay off
+# until the operator opts in; check --deploy reminds them (security.W005, W021) while they are off.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("OCTOTRACE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("OCTOTRACE_HSTS_PRELOAD", False)
 # Cookies travel over HTTPS only, except in local development (plain http://127.0.0.1).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("OCTOTRACE_SECURE_COOKIES", not LOCAL_DEV)
 SESSION_COOKIE_HTTPONLY = CSRF_COOKIE_HTTPONLY = True
@@ -87,6 +98,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "tracer",
+    "reports",
     "dashboard",
 ]
 # The demo app (`manage.py demo`: a demo/demo superuser, the example crew's runs, a simulated GPU)
@@ -160,10 +172,83 @@ else:
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Logins and sessions (docs/deploy.md "Logins and sessions") ---------------------------
+# Sessions live in the database (shared by every web process). Cookies: HttpOnly always, Secure
+# per OCTOTRACE_SECURE_COOKIES (above), SameSite from the environment.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = env_str("SESSION_COOKIE_SAMESITE", "Lax")
+if SESSION_COOKIE_SAMESITE not in {"Lax", "Strict"}:
+    raise ImproperlyConfigured(f"SESSION_COOKIE_SAMESITE={SESSION_COOKIE_SAMESITE!r}: use Lax or Strict")
+
+# Every password we set from user input is checked: the admin's add-user and change-password forms,
+# `createsuperuser` and `changepassword` (interactive), and `manage.py demo` outside local development.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("OCTOTRACE_PASSWORD_MIN_LENGTH", 8, minimum=8)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes): after OCTOTRACE_LOGIN_FAILURE_LIMIT failed logins for one username
+# from one client address, that pair is refused (429, dashboard/locked_out.html) for the cool-off,
+# even with the right password. Keyed on the pair so that nobody can lock another person out from
+# elsewhere, and one address cannot spray one username. Staff unlock in the admin (Axes > Access
+# attempts) or with `manage.py axes_reset_username NAME`.
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes asks: it turns a lockout into the page
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("OCTOTRACE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("OCTOTRACE_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures of its pair
+AXES_LOCKOUT_CALLABLE = "dashboard.logins.lockout_response"  # 429 + Retry-After + dashboard/locked_out.html
+AXES_VERBOSE = False  # no configuration banner at every start; failures and lockouts are still logged
+# Reverse proxies in front of the web processes that append the client's address to X-Forwarded-For
+# (0: the client connects directly, REMOTE_ADDR is the address). Behind one nginx: 1.
+OCTOTRACE_PROXY_COUNT = env_int("OCTOTRACE_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.logins.client_ip"
+
+# Single sign-on through OpenID Connect (mozilla-django-oidc, dashboard/oidc.py), off unless a
+# provider is configured: by its issuer (endpoints from its discovery document) or by explicit endpoints.
+OCTOTRACE_OIDC_ISSUER = env_str("OCTOTRACE_OIDC_ISSUER", "").rstrip("/")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OCTOTRACE_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OCTOTRACE_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = env_str("OCTOTRACE_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = env_str("OCTOTRACE_OIDC_JWKS_ENDPOINT", "")
+_OIDC_ENDPOINTS = [OIDC_OP_AUTHORIZATION_ENDPOINT, OIDC_OP_TOKEN_ENDPOINT, OIDC_OP_USER_ENDPOINT, OIDC_OP_JWKS_ENDPOINT]
+OCTOTRACE_OIDC = bool(OCTOTRACE_OIDC_ISSUER) or any(_OIDC_ENDPOINTS)
+if OCTOTRACE_OIDC:
+    if not OCTOTRACE_OIDC_ISSUER and not all(_OIDC_ENDPOINTS):
+        raise ImproperlyConfigured(
+            "OIDC: set OCTOTRACE_OIDC_ISSUER, or all four of OCTOTRACE_OIDC_AUTHORIZATION_ENDPOINT, "
+            "OCTOTRACE_OIDC_TOKEN_ENDPOINT, OCTOTRACE_OIDC_USERINFO_ENDPOINT and OCTOTRACE_OIDC_JWKS_ENDPOINT"
+        )
+    OIDC_RP_CLIENT_ID = env_str("OCTOTRACE_OIDC_CLIENT_ID", "")
+    OIDC_RP_CLIENT_SECRET = env_str("OCTOTRACE_OIDC_CLIENT_SECRET", "")
+    if not OIDC_RP_CLIENT_ID or not OIDC_RP_CLIENT_SECRET:
+        raise ImproperlyConfigured("OIDC: set OCTOTRACE_OIDC_CLIENT_ID and OCTOTRACE_OIDC_CLIENT_SECRET")
+    if SESSION_COOKIE_SAMESITE == "Strict":
+        # The provider sends the browser back to /oidc/callback/ from its own site; a Strict cookie
+        # would not come along, and the login's state (kept in the session) would be lost.
+        raise ImproperlyConfigured("OIDC needs SESSION_COOKIE_SAMESITE=Lax")
+    AUTHENTICATION_BACKENDS.append("dashboard.oidc.OidcBackend")
+    OIDC_RP_SCOPES = env_str("OCTOTRACE_OIDC_SCOPES", "openid email profile")
+    OIDC_RP_SIGN_ALGO = env_str("OCTOTRACE_OIDC_SIGN_ALGO", "RS256")
+    OIDC_USE_PKCE = env_bool("OCTOTRACE_OIDC_PKCE", True)
+    OIDC_TIMEOUT = env_int("OCTOTRACE_OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+    # First login: a new user whose username is this claim (else the email); no project membership.
+    OIDC_CREATE_USER = env_bool("OCTOTRACE_OIDC_CREATE_USERS", True)
+    OCTOTRACE_OIDC_USERNAME_CLAIM = env_str("OCTOTRACE_OIDC_USERNAME_CLAIM", "preferred_username")
+    # Whether SSO may sign in to an account that has a password and the same email (see docs).
+    OCTOTRACE_OIDC_LINK_EXISTING = env_bool("OCTOTRACE_OIDC_LINK_EXISTING", False)
+# --- end of logins and sessions ------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -254,6 +339,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "octotrace@localhost")
 # Budget webhooks to loopback, private or link-local addresses are refused (the worker must not
 # be a way into the internal network), except in local development or when this is on.
 OCTOTRACE_WEBHOOK_ALLOW_PRIVATE = env_bool("OCTOTRACE_WEBHOOK_ALLOW_PRIVATE", LOCAL_DEV)
+# Budget webhooks are https:// only outside local development (refused when saved and when sent).
+# Not an environment variable on purpose: a production server has no plain-http switch.
+OCTOTRACE_WEBHOOK_HTTPS_ONLY = not LOCAL_DEV
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = VAR_DIR / "broker"

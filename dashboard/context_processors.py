@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
-from dashboard.reports.budgets import budget_banner as banner_entries
+from reports.budgets import budget_banner as banner_entries
 
 
 def budget_banner(request: HttpRequest) -> dict:

@@ -10,6 +10,8 @@ from django.core.exceptions import BadRequest
 from django.http import HttpRequest
 from django.utils import timezone
 
+from reports.common import started_in
+
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30), "90d": timedelta(days=90)}
 DEFAULT_RANGE = "7d"
 NS = 1_000_000_000
@@ -38,11 +40,7 @@ class TimeRange:
         return (end - self.start_ns) / NS
 
     def filter(self, queryset, field: str = "start_time_unix_nano"):
-        if self.start_ns is not None:
-            queryset = queryset.filter(**{f"{field}__gte": self.start_ns})
-        if self.end_ns is not None:
-            queryset = queryset.filter(**{f"{field}__lt": self.end_ns})
-        return queryset
+        return started_in(queryset, start_ns=self.start_ns, end_ns=self.end_ns, field=field)
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> TimeRange:

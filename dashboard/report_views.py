@@ -1,50 +1,35 @@
-"""The reports' pages and CSV downloads. Each view parses the request, calls one service, renders.
+"""The reports' pages and CSV downloads. Each view parses the request, calls reports services
+(reports/), renders.
 
 Pages: ROI (run in the background, polled), token waste, what-if pricing, budgets. Downloads:
-`/p/<slug>/export/<kind>.csv` with the pages' filters, `/api/v1/export/<kind>.csv` with the list
-API's (and its authentication), and each ROI run's CSV.
+`/p/<slug>/export/<kind>.csv` with the pages' filters, and each ROI run's CSV. The read API's
+export (`/api/v1/export/<kind>.csv`) is the reports app's own (reports/api.py).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import BadRequest
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import charts
 from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
-from dashboard.models import Budget, BudgetAlert, ReportRun, WorkflowValue
-from dashboard.reports import budgets, exports, roi, runs, waste, whatif
-from tracer.api import BadParameter, datetime_ns, request_project, traces_filtered
-from tracer.models import Membership, Span, Trace
+from reports import budgets, common, exports, roi, runs, waste, whatif
+from reports.api import csv_response
+from reports.models import ReportRun
+from tracer.api import BadParameter, traces_filtered
+from tracer.models import Membership
 
 # Page parameters that are not trace filters.
 NOT_FILTERS = ("from", "to", "range", "sort", "page")
-
-
-def _csv_response(rows: Iterator[list[Any]], filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(exports.csv_stream(rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
-def _export(*, kind: str, project, traces, time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
-    """The export's rows with the header read already, so a bad parameter fails before streaming."""
-    rows = exports.export_rows(kind=kind, project=project, traces=traces, time_range=time_range, sort=sort)
-    header = next(rows)
-    return itertools.chain([header], rows)
 
 
 @project_view()
@@ -55,57 +40,33 @@ def export_csv(request: HttpRequest, slug: str, kind: str) -> StreamingHttpRespo
     filters = {k: v for k, v in request.GET.items() if k not in NOT_FILTERS}
     sort = request.GET.get("sort", "") if kind in ("agents", "models") else ""
     try:
-        traces = time_range.filter(traces_filtered(project=request.project, params=filters))
-        rows = _export(kind=kind, project=request.project, traces=traces, time_range=time_range, sort=sort)
+        rows = exports.export_rows(
+            kind=kind,
+            project=request.project,
+            traces=time_range.filter(traces_filtered(project=request.project, params=filters)),
+            start_ns=time_range.start_ns,
+            end_ns=time_range.end_ns,
+            sort=sort,
+        )
     except (BadParameter, exports.UnknownExport) as exc:
         raise BadRequest(str(exc)) from None
-    filename = exports.export_filename(kind=kind, project=request.project, label=time_range.label)
-    return _csv_response(rows, filename)
-
-
-@require_GET
-def api_export(request: HttpRequest, kind: str) -> StreamingHttpResponse | JsonResponse:
-    """`GET /api/v1/export/<kind>.csv`: authenticated and filtered like `GET /api/v1/traces`
-    (from/to are ISO datetimes; agents, models and daily cover the calls started between them)."""
-    project = request_project(request)
-    if isinstance(project, JsonResponse):
-        return project
-    params = request.GET
-    try:
-        traces = traces_filtered(project=project, params=params)
-        time_range = TimeRange(
-            start_ns=datetime_ns("from", params["from"]) if params.get("from") else None,
-            end_ns=datetime_ns("to", params["to"]) if params.get("to") else None,
-            label="",
-            params={},
-        )
-        rows = _export(kind=kind, project=project, traces=traces, time_range=time_range, sort=params.get("sort", ""))
-    except (BadParameter, exports.UnknownExport) as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
-    return _csv_response(rows, exports.export_filename(kind=kind, project=project))
+    return csv_response(rows, exports.export_filename(kind=kind, project=request.project, label=time_range.label))
 
 
 # --- ROI ----------------------------------------------------------------------------------------
 
 
-def _workflows(project, time_range: TimeRange) -> list[str]:
-    names = (
-        time_range.filter(Trace.objects.filter(project=project))
-        .values_list("root_span_name", flat=True)
-        .distinct()
-        .order_by("root_span_name")[:200]
-    )
-    return [name or roi.NO_ROOT for name in names]
+def _workflows(request: HttpRequest, time_range: TimeRange) -> list[str]:
+    return common.workflow_names(project=request.project, start_ns=time_range.start_ns, end_ns=time_range.end_ns)
 
 
 @project_view()
 @require_GET
 def roi_page(request: HttpRequest, slug: str) -> HttpResponse:
     time_range = TimeRange.from_request(request)
-    project = request.project
-    values = {v.workflow: v for v in WorkflowValue.objects.filter(project=project)}
-    workflows = sorted(set(_workflows(project, time_range)) | set(values))
-    recent = ReportRun.objects.filter(project=project, kind=ReportRun.Kind.ROI).order_by("-created_at")[:10]
+    values = roi.workflow_values(project=request.project)
+    workflows = sorted(set(_workflows(request, time_range)) | set(values))
+    recent = runs.report_runs_recent(project=request.project, kind=ReportRun.Kind.ROI)
     context = {
         "page": "reports",
         "report": "roi",
@@ -132,7 +93,10 @@ def roi_start(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _run(request: HttpRequest, run_id: int) -> ReportRun:
-    return get_object_or_404(ReportRun, pk=run_id, project=request.project, kind=ReportRun.Kind.ROI)
+    run = runs.report_run_get(project=request.project, run_id=run_id, kind=ReportRun.Kind.ROI)
+    if run is None:
+        raise Http404("no such report")
+    return run
 
 
 def _float(value: Any) -> float | None:
@@ -191,7 +155,7 @@ def roi_run_csv(request: HttpRequest, slug: str, run_id: int) -> StreamingHttpRe
         raise Http404("this report is not finished")
     label = run.params.get("label", "") if isinstance(run.params, dict) else ""
     filename = exports.export_filename(kind=f"roi-{run.pk}", project=request.project, label=label)
-    return _csv_response(roi.roi_csv_rows(result=run.result), filename)
+    return csv_response(roi.roi_csv_rows(result=run.result), filename)
 
 
 @project_view(min_role=Membership.Role.MEMBER)
@@ -202,7 +166,7 @@ def roi_value(request: HttpRequest, slug: str) -> HttpResponse:
     back = reverse("dashboard:roi", args=[slug]) + "?" + request.GET.urlencode()
     try:
         if raw == "":
-            WorkflowValue.objects.filter(project=request.project, workflow=workflow).delete()
+            roi.workflow_value_delete(project=request.project, workflow=workflow)
             messages.success(request, f"Value of {workflow} removed.")
             return redirect(back)
         roi.workflow_value_set(project=request.project, workflow=workflow, value_usd=Decimal(raw), user=request.user)
@@ -217,16 +181,18 @@ def roi_value(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _scoped_traces(request: HttpRequest, time_range: TimeRange):
-    """The period's traces, narrowed to one workflow (?workflow=) or one trace (?trace=)."""
-    traces = Trace.objects.filter(project=request.project)
+    """The period's traces, narrowed to one workflow (?workflow=) or one trace (?trace=), and the
+    scope's label."""
     trace_id = request.GET.get("trace", "").strip().lower()
-    if trace_id:
-        return traces.filter(trace_id=trace_id), "trace " + trace_id
-    traces = time_range.filter(traces)
     workflow = request.GET.get("workflow", "").strip()
-    if workflow:
-        return traces.filter(root_span_name="" if workflow == roi.NO_ROOT else workflow), workflow
-    return traces, "all workflows"
+    traces = common.traces_scoped(
+        project=request.project,
+        start_ns=time_range.start_ns,
+        end_ns=time_range.end_ns,
+        workflow=workflow,
+        trace_id=trace_id,
+    )
+    return traces, ("trace " + trace_id if trace_id else workflow or "all workflows")
 
 
 @project_view()
@@ -261,7 +227,7 @@ def waste_page(request: HttpRequest, slug: str) -> HttpResponse:
         "scope": scope,
         "result": result,
         "figures": figures,
-        "workflows": _workflows(request.project, time_range),
+        "workflows": _workflows(request, time_range),
     }
     return render(request, "dashboard/reports/waste.html", context)
 
@@ -292,21 +258,15 @@ def whatif_page(request: HttpRequest, slug: str) -> HttpResponse:
         except whatif.BadScenario as exc:
             raise BadRequest(str(exc)) from None
         result = whatif.whatif_compute(project=request.project, traces=traces, scenario=scenario)
-    models = (
-        time_range.filter(Span.objects.filter(project=request.project, billed=True))
-        .exclude(model="")
-        .values_list("model", flat=True)
-        .distinct()
-        .order_by("model")[:200]
-    )
+    models = whatif.models_seen(project=request.project, start_ns=time_range.start_ns, end_ns=time_range.end_ns)
     context = {
         "page": "reports",
         "report": "whatif",
         "time_range": time_range,
         "scope": scope,
         "result": result,
-        "models": list(models),
-        "workflows": _workflows(request.project, time_range),
+        "models": models,
+        "workflows": _workflows(request, time_range),
         "params": {name: request.GET.get(name, "") for name in (*SCENARIO_FIELDS, "trace", "workflow")},
     }
     return render(request, "dashboard/reports/whatif.html", context)
@@ -315,19 +275,24 @@ def whatif_page(request: HttpRequest, slug: str) -> HttpResponse:
 # --- Budgets ----------------------------------------------------------------------------------
 
 
-def _budgets_context(request: HttpRequest) -> dict[str, Any]:
-    today = timezone.now().astimezone(UTC).date()
-    rows = []
-    for budget in Budget.objects.filter(project=request.project).order_by("period"):
-        start = budgets.period_start(period=budget.period, day=today)
-        spend = budgets.budget_spend(budget=budget, start=start)
-        rows.append({"budget": budget, "start": start, "spend": spend, "share": spend / budget.amount_usd})
-    alerts = (
-        BudgetAlert.objects.filter(budget__project=request.project)
-        .select_related("budget")
-        .order_by("-created_at")[:20]
-    )
-    return {"page": "reports", "report": "budgets", "rows": rows, "alerts": alerts, "can_edit": can_edit(request)}
+def _budgets_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    return {
+        "page": "reports",
+        "report": "budgets",
+        "rows": budgets.budgets_status(project=request.project),
+        "alerts": budgets.alerts_recent(project=request.project),
+        "can_edit": can_edit(request),
+        **extra,
+    }
+
+
+def _webhook_secret_page(request: HttpRequest, *, period: str, secret: str) -> HttpResponse:
+    """The budgets page with a webhook secret just issued: this response is the only place it is
+    shown (not stored in the session or a message, not cached)."""
+    context = _budgets_context(request, new_secret=secret, new_secret_period=period)
+    response = render(request, "dashboard/reports/budgets.html", context)
+    add_never_cache_headers(response)
+    return response
 
 
 @project_view()
@@ -339,19 +304,33 @@ def budgets_page(request: HttpRequest, slug: str) -> HttpResponse:
 @project_view(min_role=Membership.Role.OWNER)
 @require_POST
 def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
+    period = request.POST.get("period", "")
     try:
-        budgets.budget_set(
+        budget = budgets.budget_set(
             project=request.project,
-            period=request.POST.get("period", ""),
+            period=period,
             amount_usd=request.POST.get("amount_usd", ""),
             email_to=request.POST.get("email_to", ""),
             webhook_url=request.POST.get("webhook_url", ""),
         )
     except budgets.BadBudget as exc:
-        context = {**_budgets_context(request), "error": str(exc), "form": request.POST}
+        context = _budgets_context(request, error=str(exc), form=request.POST)
         return render(request, "dashboard/reports/budgets.html", context, status=400)
+    if budget.new_webhook_secret:
+        return _webhook_secret_page(request, period=period, secret=budget.new_webhook_secret)
     messages.success(request, "Budget saved.")
     return redirect("dashboard:budgets", slug=slug)
+
+
+@project_view(min_role=Membership.Role.OWNER)
+@require_POST
+def budget_webhook_rotate(request: HttpRequest, slug: str) -> HttpResponse:
+    period = request.POST.get("period", "")
+    try:
+        secret = budgets.budget_webhook_secret_rotate(project=request.project, period=period)
+    except budgets.BadBudget as exc:
+        return render(request, "dashboard/reports/budgets.html", _budgets_context(request, error=str(exc)), status=400)
+    return _webhook_secret_page(request, period=period, secret=secret)
 
 
 @project_view(min_role=Membership.Role.OWNER)

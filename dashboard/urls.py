@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import gpu_views, report_views, views
+from dashboard import gpu_views, logins, report_views, views
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    path("login/", logins.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
     path("p/<slug:slug>/", views.overview, name="overview"),
@@ -41,4 +41,7 @@ urlpatterns = [
     path("p/<slug:slug>/reports/budgets/", report_views.budgets_page, name="budgets"),
     path("p/<slug:slug>/reports/budgets/save", report_views.budget_save, name="budget-save"),
     path("p/<slug:slug>/reports/budgets/delete", report_views.budget_delete, name="budget-delete"),
+    path(
+        "p/<slug:slug>/reports/budgets/webhook-rotate", report_views.budget_webhook_rotate, name="budget-webhook-rotate"
+    ),
 ]

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import date
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import plotly
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
-from django.db import IntegrityError, transaction
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,11 +20,20 @@ from dashboard import selectors
 from dashboard.access import can_edit, project_view
 from dashboard.filters import TimeRange
 from dashboard.gpu_views import trace_gpu_context
+from reports import usage
 from tracer.api import BadParameter
-from tracer.celery import task_enqueue
 from tracer.models import ApiKey, Membership, ModelPrice
-from tracer.pricing import REPRICE_TASK, prices_effective
-from tracer.projects import apikey_create, apikey_revoke, apikey_split
+from tracer.pricing import PriceInvalid, price_override_create, price_override_delete, prices_effective
+from tracer.projects import (
+    MembershipForbidden,
+    MembershipRefused,
+    RoleInvalid,
+    apikey_create,
+    apikey_revoke,
+    apikey_split,
+    membership_remove,
+    membership_save,
+)
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -139,7 +144,7 @@ def _table_page(request: HttpRequest, selector, template: str, page: str) -> Htt
     time_range = _time_range(request)
     sort = request.GET.get("sort", "-cost")
     try:
-        rows = selector(project=request.project, time_range=time_range, sort=sort)
+        rows = selector(project=request.project, start_ns=time_range.start_ns, end_ns=time_range.end_ns, sort=sort)
     except BadParameter as exc:
         raise BadRequest(str(exc)) from None
     return render(request, template, {"rows": rows, "sort": sort, "time_range": time_range, "page": page})
@@ -147,50 +152,15 @@ def _table_page(request: HttpRequest, selector, template: str, page: str) -> Htt
 
 @project_view()
 def agents(request: HttpRequest, slug: str) -> HttpResponse:
-    return _table_page(request, selectors.agents_table, "dashboard/agents.html", "agents")
+    return _table_page(request, usage.agents_table, "dashboard/agents.html", "agents")
 
 
 @project_view()
 def models(request: HttpRequest, slug: str) -> HttpResponse:
-    return _table_page(request, selectors.models_table, "dashboard/models.html", "models")
+    return _table_page(request, usage.models_table, "dashboard/models.html", "models")
 
 
 # --- Prices ------------------------------------------------------------------------------------
-
-PRICE_FIELDS = ("input", "cached_input", "cache_write", "output", "reasoning")
-
-
-def _price_form(data) -> tuple[dict, list[str]]:
-    """Clean a price override form; returns (values, errors)."""
-    errors: list[str] = []
-    values: dict = {
-        "provider": data.get("provider", "").strip().lower(),
-        "model_pattern": data.get("model_pattern", "").strip().lower(),
-        "note": data.get("note", "").strip(),
-    }
-    if not values["model_pattern"]:
-        errors.append("Model pattern is required.")
-    elif len(values["model_pattern"]) > 200:
-        errors.append("Model pattern is longer than 200 characters.")
-    for name in PRICE_FIELDS:
-        raw = data.get(name, "").strip()
-        if not raw:
-            if name in ("input", "output"):
-                errors.append(f"The {name} price is required.")
-            values[name] = None
-            continue
-        try:
-            price = Decimal(raw)
-            if not price.is_finite() or price < 0 or price >= Decimal("1000000"):
-                raise InvalidOperation
-            values[name] = price.quantize(Decimal("0.000001"))
-        except InvalidOperation:
-            errors.append(f"The {name.replace('_', ' ')} price {raw!r} is not a non-negative number below 1,000,000.")
-    try:
-        values["valid_from"] = date.fromisoformat(data.get("valid_from", "").strip() or "2000-01-01")
-    except ValueError:
-        errors.append("Valid from must be a date (YYYY-MM-DD).")
-    return values, errors
 
 
 @project_view()
@@ -202,22 +172,25 @@ def prices(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @project_view(Membership.Role.OWNER)
 def price_add(request: HttpRequest, slug: str) -> HttpResponse:
-    values, errors = _price_form(request.POST)
-    if not errors:
-        try:
-            with transaction.atomic():
-                ModelPrice.objects.create(project=request.project, source="project override", **values)
-        except IntegrityError:
-            errors.append("An override for this provider, model pattern and date exists: delete it first.")
-    if errors:
-        for error in errors:
-            messages.error(request, error)
-        return render(
-            request, "dashboard/prices.html", {**_prices_context(request), "prefill": request.POST}, status=400
+    form = request.POST
+    try:
+        override = price_override_create(
+            project=request.project,
+            model_pattern=form.get("model_pattern", ""),
+            provider=form.get("provider", ""),
+            input=form.get("input", ""),
+            cached_input=form.get("cached_input", ""),
+            cache_write=form.get("cache_write", ""),
+            output=form.get("output", ""),
+            reasoning=form.get("reasoning", ""),
+            valid_from=form.get("valid_from", ""),
+            note=form.get("note", ""),
         )
-    # Costs already stored follow the new price: re-priced by the worker.
-    task_enqueue(REPRICE_TASK, request.project.pk)
-    messages.success(request, f"Price for {values['model_pattern']} saved; stored calls are being re-priced.")
+    except PriceInvalid as exc:
+        for error in exc.messages:
+            messages.error(request, error)
+        return render(request, "dashboard/prices.html", {**_prices_context(request), "prefill": form}, status=400)
+    messages.success(request, f"Price for {override.model_pattern} saved; stored calls are being re-priced.")
     return redirect("dashboard:prices", slug=slug)
 
 
@@ -235,10 +208,10 @@ def _prices_context(request: HttpRequest) -> dict:
 @require_POST
 @project_view(Membership.Role.OWNER)
 def price_delete(request: HttpRequest, slug: str, price_id: int) -> HttpResponse:
-    deleted, _ = ModelPrice.objects.filter(project=request.project, pk=price_id).delete()
-    if not deleted:
-        raise Http404("no such price override")
-    task_enqueue(REPRICE_TASK, request.project.pk)
+    try:
+        price_override_delete(project=request.project, price_id=price_id)
+    except ModelPrice.DoesNotExist:
+        raise Http404("no such price override") from None
     messages.success(request, "Override deleted; stored calls are being re-priced.")
     return redirect("dashboard:prices", slug=slug)
 
@@ -270,16 +243,15 @@ def _settings_context(request: HttpRequest, **extra) -> dict:
 def member_save(request: HttpRequest, slug: str) -> HttpResponse:
     username = request.POST.get("username", "").strip()
     role = request.POST.get("role", "")
-    if role not in Membership.Role.values:
-        raise BadRequest(f"role must be one of {', '.join(Membership.Role.values)}")
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        messages.error(request, f"No user named {username!r}.")
+    try:
+        membership_save(project=request.project, actor=request.user, username=username, role=role)
+    except RoleInvalid as exc:
+        raise BadRequest(str(exc)) from None
+    except MembershipForbidden as exc:
+        raise PermissionDenied(str(exc)) from None
+    except MembershipRefused as exc:
+        messages.error(request, str(exc))
         return redirect("dashboard:settings", slug=slug)
-    if user == request.user and role != Membership.Role.OWNER:
-        messages.error(request, "You cannot lower your own role; another owner can.")
-        return redirect("dashboard:settings", slug=slug)
-    Membership.objects.update_or_create(project=request.project, user=user, defaults={"role": role})
     messages.success(request, f"{username} is now {role} of {request.project.name}.")
     return redirect("dashboard:settings", slug=slug)
 
@@ -287,13 +259,15 @@ def member_save(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @project_view(Membership.Role.OWNER)
 def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
-    membership = Membership.objects.filter(project=request.project, pk=member_id).select_related("user").first()
-    if membership is None:
-        raise Http404("no such member")
-    if membership.user == request.user:
-        messages.error(request, "You cannot remove yourself.")
+    try:
+        membership = membership_remove(project=request.project, actor=request.user, member_id=member_id)
+    except Membership.DoesNotExist:
+        raise Http404("no such member") from None
+    except MembershipForbidden as exc:
+        raise PermissionDenied(str(exc)) from None
+    except MembershipRefused as exc:
+        messages.error(request, str(exc))
     else:
-        membership.delete()
         messages.success(request, f"{membership.user.username} removed.")
     return redirect("dashboard:settings", slug=slug)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 
 import octotrace
 from demo.gpu import SimulatedSampling, demo_gpu_accept, mock_nim_base_url, simulated_gpu_sampling
@@ -48,12 +50,17 @@ def example_run(runs: int) -> ExampleRun:
 
 
 def demo_seed(*, username: str, password: str, traces: int) -> DemoSeed:
-    """Create the demo user (staff and superuser; the password is set only when it is created),
+    """Create the demo user (staff and superuser; the password is set only when it is created, and
+    checked by the password validators outside local development),
     the demo project and a new key. Only a new project gets `traces` runs of the example crew and
     the simulated GPU telemetry, so running it again adds no second copy of the data."""
-    user, created = get_user_model().objects.get_or_create(
-        username=username, defaults={"is_staff": True, "is_superuser": True}
-    )
+    users = get_user_model().objects
+    if not settings.LOCAL_DEV and not users.filter(username=username).exists():
+        # demo/demo is the well-known login of `make run` (README), so the validators are skipped
+        # in local development only; a demo app installed anywhere else (OCTOTRACE_DEMO=1) gets a
+        # password that passes them, or no user (ValidationError).
+        validate_password(password, get_user_model()(username=username))
+    user, created = users.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
     if created:
         user.set_password(password)
         user.save(update_fields=["password"])

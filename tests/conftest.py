@@ -14,7 +14,15 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from tests.factories import BOTH_SCOPES, ROOT, S, gpu_data_create, project_with_members, user_create
+from tests.factories import (
+    BOTH_SCOPES,
+    ROOT,
+    S,
+    broker_queues_purge,
+    gpu_data_create,
+    project_with_members,
+    user_create,
+)
 from tracer.models import ApiKey, Project
 from tracer.projects import apikey_create
 
@@ -70,6 +78,7 @@ def _database_url() -> str:
 
 @pytest.fixture
 def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
+    broker_queues_purge()
     env = {**os.environ, "DATABASE_URL": _database_url(), "OCTOTRACE_LOCAL_DEV": "1"}
     log = (tmp_path / "worker.log").open("wb")
     proc = subprocess.Popen(

@@ -5,6 +5,7 @@ other; fixtures stay in conftest.py files."""
 from __future__ import annotations
 
 import gzip
+import runpy
 import time
 import zlib
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tracer import ingest, otlp
+from tracer.celery import Queues, app
 from tracer.gpu.attribution import gpu_attribute
 from tracer.gpu.prices import endpoint_upsert
 from tracer.models import ApiKey, GpuDevice, GpuSample, IngestBatch, Membership, ModelPrice, Project, Span, Trace
@@ -164,6 +166,15 @@ def user_create(name: str) -> User:
 
 # A key that may send and read, like one made before scopes existed ("legacy: ingest + read").
 BOTH_SCOPES = (ApiKey.Scope.INGEST, ApiKey.Scope.READ)
+
+
+def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    """config/settings.py evaluated afresh with these environment variables on top of the test
+    run's: what a server started with them would have. Apply what a test needs with
+    override_settings; a bad value raises ImproperlyConfigured as at startup."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "config" / "settings.py"))
 
 
 def project_with_members(name: str, *, owner: User | None = None, members: tuple[User, ...] = ()) -> Project:
@@ -359,7 +370,22 @@ def spans_body(count: int, *, first: int = 1, trace: str = TRACE) -> bytes:
     return otlp_body(*(otlp_span(sid(first + n), trace=trace, name=f"step {n}") for n in range(count)))
 
 
-# --- Waiting for the real worker (integration tests) -------------------------------------------
+# --- The broker and the real worker (integration tests) ---------------------------------------
+
+
+def broker_queue_size(queue: Queues) -> int:
+    """Messages waiting in a queue of the configured broker (not yet delivered to any worker)."""
+    with app.connection_for_write() as conn:
+        # Not passive: on a new Redis database the queue does not exist until something declares it.
+        return conn.default_channel.queue_declare(queue.value).message_count
+
+
+def broker_queues_purge() -> None:
+    """Drop the messages left in the broker's queues, e.g. by an earlier test run: they name batch
+    ids that the rows of this run may have again."""
+    with app.connection_for_write() as conn:
+        for queue in Queues:
+            conn.default_channel.queue_purge(queue.value)
 
 
 def wait_until_processed(project: Project, *, timeout: float = 90.0) -> None:

@@ -19,6 +19,8 @@ T4 "invoke_workflow triage", Tue 2026-03-10 11:00, ok, unpriced:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
@@ -139,4 +141,12 @@ def load(project: Project) -> None:
     )
 
 
-__all__ = ["MODEL", "UNPRICED_MODEL", "load"]
+def csv_rows(response) -> list[dict[str, str]]:
+    """A CSV download's rows (Django's test client), after checking it is one."""
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith("attachment;")
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+__all__ = ["MODEL", "UNPRICED_MODEL", "csv_rows", "load"]

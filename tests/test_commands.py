@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from tests.factories import corpus_protobuf
-from tracer import ingest, otlp
+from tracer import batches, ingest, otlp
 from tracer.models import (
     ApiKey,
     IngestBatch,
@@ -200,7 +200,7 @@ def test_replay_refuses_an_unknown_project(db) -> None:
 def test_replay_only_touches_batches_in_the_given_status(project_a) -> None:
     done = processed_batch(project_a, CAPTURE_A)
     failed = ingest.batch_accept(project=project_a, body=corpus_protobuf(CAPTURE_B), content_type=otlp.PROTOBUF)
-    ingest.batch_mark_failed(batch_id=failed.pk, error="worker crashed")
+    batches.batch_mark_failed(kind=ingest.BATCHES, batch_id=failed.pk, error="worker crashed")
 
     output = run("replay", "--inline", "--status", "failed")
 
@@ -244,7 +244,7 @@ def test_replay_refuses_a_bad_since(db) -> None:
 def test_replay_skips_batches_whose_body_was_purged(project_a) -> None:
     purged = processed_batch(project_a, CAPTURE_A)
     IngestBatch.objects.filter(pk=purged.pk).update(processed_at=timezone.now() - timedelta(days=30))
-    assert ingest.raw_bodies_purge() == 1
+    assert batches.batches_purge(kind=ingest.BATCHES) == 1
     Span.objects.all().delete()
 
     output = run("replay", "--inline")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes
-from tracer import ingest, otlp
+from tracer import ingest, otlp, rollup
 from tracer.models import Project, Span, Trace
 
 CAPTURE_IDS = [stem for stem, _, _ in CORPUS_CAPTURES]
@@ -437,7 +437,7 @@ def test_it_prices_the_trace_exactly_from_the_catalog(stem, project_a, key_a, cl
 def test_replaying_a_capture_changes_no_totals(stem, project_a, key_a, client):
     batch_id = ingest_capture(project_a, stem)
     trace_id, totals = expected_totals(stem)
-    fields = [f for f in ingest.TRACE_ROLLUP_FIELDS if f != "updated_at"]
+    fields = [f for f in rollup.TRACE_ROLLUP_FIELDS if f != "updated_at"]
     before = Trace.objects.filter(project=project_a).values(*fields).get()
     api_before = trace_detail(client, key_a[1], trace_id)["totals"]
 

@@ -314,6 +314,7 @@ def test_an_owner_prices_an_unpriced_model_and_stored_calls_follow(
         ({"model_pattern": "m", "input": "1", "output": "NaN"}, "not a non-negative number"),
         ({"model_pattern": "m", "input": "1"}, "output price is required"),
         ({"model_pattern": "m", "input": "1", "output": "1", "valid_from": "soon"}, "Valid from must be a date"),
+        ({"model_pattern": "m", "input": "0.0000001", "output": "1"}, "has more than 6 decimal places"),
     ],
 )
 def test_a_bad_price_is_refused_with_the_reason_and_nothing_is_stored(client, project_a, alice, form, message):
@@ -391,6 +392,46 @@ def test_an_owner_adds_changes_and_removes_a_member(client, project_a, alice, ch
     assert membership.role == "member"
     client.post(f"/p/{project_a.slug}/settings/members/{membership.pk}/remove")
     assert not Membership.objects.filter(project=project_a, user=charlie).exists()
+
+
+def test_a_duplicate_price_is_refused_and_only_an_own_override_is_deleted(
+    client, project_a, project_b, alice, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    login(client, alice)
+    form = {"model_pattern": "acme/mystery-1", "input": "1", "output": "2"}
+    client.post(f"/p/{project_a.slug}/prices/add", form)
+    response = client.post(f"/p/{project_a.slug}/prices/add", form)
+    assert response.status_code == 400 and "An override for this provider, model pattern and date exists" in (
+        response.content.decode()
+    )
+    theirs = price(project=project_b)
+    assert client.post(f"/p/{project_a.slug}/prices/{theirs.pk}/delete").status_code == 404
+    sent: list[tuple[str, list]] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, countdown=None: sent.append((name, args)))
+    override = ModelPrice.objects.get(project=project_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/p/{project_a.slug}/prices/{override.pk}/delete", follow=True)
+    assert "Override deleted; stored calls are being re-priced." in response.content.decode()
+    assert sent == [(REPRICE_TASK, [project_a.pk])]
+    assert ModelPrice.objects.filter(project=project_b).exists()
+
+
+def test_member_changes_the_rules_refuse_are_explained(client, project_a, project_b, alice, bob) -> None:
+    login(client, alice)
+    url = f"/p/{project_a.slug}/settings/members"
+    response = client.post(url, {"username": "bob", "role": "admin"})
+    assert response.status_code == 400 and "role must be one of owner, member, viewer" in response.content.decode()
+    page = client.post(url, {"username": "nobody", "role": "member"}, follow=True).content.decode()
+    assert "No user named &#x27;nobody&#x27;." in page
+    page = client.post(url, {"username": "alice", "role": "viewer"}, follow=True).content.decode()
+    assert "You cannot lower your own role; another owner can." in page
+    own = Membership.objects.get(project=project_a, user=alice)
+    page = client.post(f"{url}/{own.pk}/remove", follow=True).content.decode()
+    assert "You cannot remove yourself." in page
+    theirs = Membership.objects.create(project=project_b, user=bob, role=Membership.Role.MEMBER)
+    assert client.post(f"{url}/{theirs.pk}/remove").status_code == 404
+    assert Membership.objects.filter(pk=theirs.pk).exists()
+    assert Membership.objects.get(project=project_a, user=alice).role == Membership.Role.OWNER
 
 
 def test_an_owner_cannot_touch_another_projects_keys(client, project_a, project_b, alice, key_b) -> None:

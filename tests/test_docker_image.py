@@ -1,5 +1,6 @@
 """The production image holds the server only: no demo, no examples, no SDK fakes, and nothing that
-turns the demo on. Docker cannot run here, so these read docker/Dockerfile and docker/compose.yaml."""
+turns the demo on. These read docker/Dockerfile and the compose files; `make compose-test`
+(docker/compose_test.sh) builds and runs them for real."""
 
 from __future__ import annotations
 
@@ -59,3 +60,24 @@ def test_the_parser_sees_a_whole_tree_copy_as_copying_the_demo() -> None:
     assert sources == [PurePosixPath("."), PurePosixPath("sdk")]
     assert overlaps(sources[0], PurePosixPath("demo")) and overlaps(sources[1], PurePosixPath("sdk/testing"))
     assert not overlaps(PurePosixPath("sdk/octotrace"), PurePosixPath("sdk/testing"))
+
+
+def service_blocks(text: str) -> dict[str, str]:
+    """The text of each service under `services:` of a compose file (two-space indented keys)."""
+    services = re.split(r"\n(?=\S)", text.split("\nservices:\n", 1)[1], maxsplit=1)[0]
+    parts = re.split(r"^  ([a-z][\w-]*):[ \t]*$", services, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_the_base_image_is_a_build_argument_that_defaults_to_python_3_11_slim() -> None:
+    steps = instructions((DOCKER / "Dockerfile").read_text())
+    assert steps[0] == ("ARG", ["BASE_IMAGE=python:3.11-slim"])
+    assert steps[1] == ("FROM", ["${BASE_IMAGE}"])
+
+
+def test_postgres_and_redis_publish_no_port_on_the_host() -> None:
+    for name in ("compose.yaml", "compose.local.yaml"):
+        blocks = service_blocks((DOCKER / name).read_text())
+        assert {"postgres", "redis"} <= set(blocks), name
+        assert not [s for s in ("postgres", "redis") if "ports:" in blocks[s]], name
+    assert "ports:" in service_blocks((DOCKER / "compose.yaml").read_text())["web"]

@@ -4,15 +4,15 @@ process on the configured broker into the configured database (PostgreSQL and Re
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
 import requests
 from django.utils import timezone
 
-from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, wait_until_processed
-from tracer import ingest, otlp
+from tests.factories import CORPUS, CORPUS_CAPTURES, broker_queue_size, corpus_bytes, wait_until_processed
+from tracer import batches, ingest, otlp
+from tracer.celery import Queues
 from tracer.models import IngestBatch, Span, Trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -47,11 +47,11 @@ def test_a_live_server_and_a_worker_ingest_every_corpus_capture(live_server, wor
     assert IngestBatch.objects.filter(project=project_a, status=IngestBatch.Status.DONE).count() == len(CORPUS_CAPTURES)
 
 
-def test_a_batch_whose_message_was_lost_is_swept_to_the_worker(live_server, worker, project_a):
+def test_a_batch_whose_message_was_lost_is_swept_to_the_worker(live_server, worker, project_a, project_b, key_b):
     body = corpus_bytes("traceloop-openai-multiagent-nocontent.pb")
     long_ago = timezone.now() - timedelta(hours=1)
     # Stored but never enqueued: what a broker outage between commit and enqueue leaves behind.
-    batch = IngestBatch.objects.create(
+    lost = IngestBatch.objects.create(
         project=project_a,
         body=body,
         body_size=len(body),
@@ -60,10 +60,22 @@ def test_a_batch_whose_message_was_lost_is_swept_to_the_worker(live_server, work
         received_at=long_ago,
         enqueued_at=long_ago,
     )
-    time.sleep(1)
-    assert IngestBatch.objects.get(pk=batch.pk).status == IngestBatch.Status.PENDING
+    # The worker is up and has consumed its queue since: a batch posted after the lost one was
+    # stored is processed, and nothing is left waiting in the broker ...
+    probe = corpus_bytes("otel-openai-v2-multiagent-content.pb")
+    headers = {"Content-Type": otlp.PROTOBUF, "Authorization": f"Bearer {key_b[1]}"}
+    response = requests.post(f"{live_server.url}/v1/traces", data=probe, headers=headers, timeout=30)
+    assert response.status_code == 200, response.content
+    wait_until_processed(project_b)
+    assert broker_queue_size(Queues.INGEST) == 0
+    # ... yet no worker ever claimed the lost batch: only the sweeper can bring it back.
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempts, lost.started_at) == (IngestBatch.Status.PENDING, 0, None)
+    assert not Span.objects.filter(project=project_a).exists()
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     wait_until_processed(project_a)
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempts) == (IngestBatch.Status.DONE, 1)
     assert Span.objects.filter(project=project_a).count() == 14

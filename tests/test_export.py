@@ -1,4 +1,4 @@
-"""CSV exports (dashboard/reports/exports.py): each kind's figures against tests/reports_data.py,
+"""CSV exports (reports/exports.py): each kind's figures against tests/reports_data.py,
 the formula-injection guard, and the stream (rows come out in pieces, not as one document)."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard import selectors
-from dashboard.filters import TimeRange
-from dashboard.reports import exports
+from reports import exports, usage
 from tests import reports_data
 from tests.factories import ingest_spans, otlp_span, sid, tid
 from tests.reports_data import RESEARCH, START_T3, T1, T2, T3, T4, TRIAGE
@@ -24,12 +22,9 @@ def loaded(project_a):
     return project_a
 
 
-ALL = TimeRange(start_ns=None, end_ns=None, label="all time", params={"range": "all"})
-
-
-def export(project, kind, time_range=ALL, **filters) -> list[dict[str, str]]:
+def export(project, kind, start_ns=None, **filters) -> list[dict[str, str]]:
     traces = Trace.objects.filter(project=project, **filters)
-    rows = exports.export_rows(kind=kind, project=project, traces=traces, time_range=time_range)
+    rows = exports.export_rows(kind=kind, project=project, traces=traces, start_ns=start_ns)
     body = b"".join(exports.csv_stream(rows)).decode()
     return list(csv.DictReader(io.StringIO(body)))
 
@@ -85,15 +80,14 @@ def test_the_daily_export_sums_billed_calls_by_utc_day(loaded) -> None:
 
 
 def test_the_agents_and_models_exports_have_the_pages_numbers(loaded) -> None:
-    week = TimeRange(start_ns=START_T3, end_ns=None, label="since T3", params={})
-    page = {r["agent"]: r for r in selectors.agents_table(project=loaded, time_range=week)}
-    exported = {r["agent"]: r for r in export(loaded, "agents", time_range=week)}
+    page = {r["agent"]: r for r in usage.agents_table(project=loaded, start_ns=START_T3, end_ns=None)}
+    exported = {r["agent"]: r for r in export(loaded, "agents", start_ns=START_T3)}
     assert set(exported) == set(page) == {"critic", ""}
     for name, row in page.items():
         assert Decimal(exported[name]["cost_usd"] or 0) == (row["cost"] or 0)
         assert int(exported[name]["total_tokens"]) == row["total_tokens"]
-    page_models = {r["model"]: r for r in selectors.models_table(project=loaded, time_range=week)}
-    exported_models = {r["model"]: r for r in export(loaded, "models", time_range=week)}
+    page_models = {r["model"]: r for r in usage.models_table(project=loaded, start_ns=START_T3, end_ns=None)}
+    exported_models = {r["model"]: r for r in export(loaded, "models", start_ns=START_T3)}
     assert {m: int(r["calls"]) for m, r in exported_models.items()} == {m: r["calls"] for m, r in page_models.items()}
 
 
@@ -126,4 +120,4 @@ def test_the_stream_yields_pieces_of_rows_not_one_document(monkeypatch) -> None:
 
 def test_an_unknown_kind_is_refused(project_a) -> None:
     with pytest.raises(exports.UnknownExport, match="use one of traces, spans, agents, models, daily"):
-        exports.export_rows(kind="secrets", project=project_a, traces=Trace.objects.none(), time_range=ALL)
+        exports.export_rows(kind="secrets", project=project_a, traces=Trace.objects.none())

@@ -1,4 +1,4 @@
-"""`manage.py export` (dashboard/management/commands/export.py)."""
+"""`manage.py export` (reports/management/commands/export.py)."""
 
 from __future__ import annotations
 

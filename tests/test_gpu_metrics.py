@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import NumberDataPoint
 
 from tests.factories import decode_status, gzip_bomb
-from tracer import otlp
+from tracer import batches, otlp
+from tracer.celery import app as celery_app
 from tracer.gpu import metrics
 from tracer.models import GpuDevice, GpuMetricsBatch, GpuSample
 
@@ -68,9 +71,14 @@ def post(client: Client, data: bytes, *, secret: str | None, content_type: str =
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Batch ids handed to the broker (the broker itself is the e2e test's business)."""
+    """Batch ids handed to the broker for the GPU worker (the broker itself is the e2e test's business)."""
     ids: list[int] = []
-    monkeypatch.setattr(metrics, "metrics_batch_enqueue", lambda *, batch_id: ids.append(batch_id) or True)
+
+    def send_task(name: str, args: list, countdown: float | None = None) -> None:
+        if name == metrics.PROCESS_TASK:
+            ids.extend(args)
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
     return ids
 
 
@@ -208,19 +216,35 @@ def test_points_without_a_device_id_are_counted_not_stored(project_a) -> None:
 
 
 @pytest.mark.django_db
-def test_stuck_pending_batches_are_requeued_and_old_done_ones_pruned(project_a, captured, settings) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
+def test_stuck_batches_are_requeued_and_old_done_ones_pruned(project_a, captured, settings) -> None:
     now = timezone.now()
     old = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS + 1)
-    stuck = GpuMetricsBatch.objects.create(project=project_a, body=b"", content_type=otlp.PROTOBUF, enqueued_at=old)
-    GpuMetricsBatch.objects.create(
-        project=project_a, body=b"", content_type=otlp.PROTOBUF, status="done", received_at=old
+
+    def create(**fields) -> GpuMetricsBatch:
+        return GpuMetricsBatch.objects.create(project=project_a, body=b"", content_type=otlp.PROTOBUF, **fields)
+
+    stuck = create(enqueued_at=old)
+    # Its worker died long ago; the other one's worker claimed it a moment ago, though its message is old.
+    dead = create(status="processing", enqueued_at=old, started_at=old)
+    busy = create(status="processing", enqueued_at=old, started_at=now)
+    create(status="done", received_at=old)
+    recent = create(status="done")
+    assert batches.batches_requeue_stuck(kind=metrics.BATCHES, now=now) == 2
+    assert sorted(captured) == [stuck.pk, dead.pk]
+    assert batches.batches_purge(kind=metrics.BATCHES, now=now) == 1
+    assert set(GpuMetricsBatch.objects.values_list("pk", flat=True)) == {stuck.pk, dead.pk, busy.pk, recent.pk}
+
+
+@pytest.mark.django_db
+def test_a_batch_claimed_too_often_is_given_up_and_keeps_its_body(project_a, settings) -> None:
+    data = body(one_second(T0))
+    batch = GpuMetricsBatch.objects.create(
+        project=project_a, body=data, content_type=otlp.PROTOBUF, attempts=settings.OCTOTRACE_BATCH_MAX_ATTEMPTS
     )
-    recent = GpuMetricsBatch.objects.create(project=project_a, body=b"", content_type=otlp.PROTOBUF, status="done")
-    assert metrics.metrics_batches_requeue_stuck(now=now) == 1
-    assert captured == [stuck.pk]
-    assert metrics.metrics_batches_prune(now=now) == 1
-    assert set(GpuMetricsBatch.objects.values_list("pk", flat=True)) == {stuck.pk, recent.pk}
+
+    assert metrics.metrics_batch_process(batch_id=batch.pk) is None
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.error) == ("failed", f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts")
+    assert bytes(batch.body) == data
+    assert not GpuSample.objects.exists()

@@ -9,18 +9,20 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.factories import CORPUS, CORPUS_CAPTURES, corpus_bytes, corpus_protobuf
-from tracer import ingest, otlp
-from tracer.celery import Queues, app
+from tests.factories import CORPUS, CORPUS_CAPTURES, broker_queue_size, corpus_bytes, corpus_protobuf
+from tracer import batches, ingest, otlp, rollup
+from tracer.celery import Queues
 from tracer.models import IngestBatch, Project, Span, Trace
 from tracer.projects import project_create
 from tracer.tasks import process_batch
@@ -28,7 +30,7 @@ from tracer.tasks import process_batch
 CAPTURE_IDS = [stem for stem, _, _ in CORPUS_CAPTURES]
 # A capture whose spans are in two scopes, used where one capture is enough.
 CAPTURE = "otel-openai-v2-multiagent-content"
-TRACE_VALUE_FIELDS = [f for f in ingest.TRACE_ROLLUP_FIELDS if f != "updated_at"]
+TRACE_VALUE_FIELDS = [f for f in rollup.TRACE_ROLLUP_FIELDS if f != "updated_at"]
 SPAN_VALUE_FIELDS = [
     "trace_id",
     "span_id",
@@ -265,6 +267,61 @@ def test_it_leaves_one_row_per_span_when_repeated_and_overlapping_batches_commit
     assert set(IngestBatch.objects.values_list("status", flat=True)) == {IngestBatch.Status.DONE}
 
 
+def stored_rows(project: Project) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A project's span and trace rows as ingest wrote them, without ids and write times."""
+    spans = Span.objects.filter(project=project).order_by("trace_id", "span_id").values(*rollup.SPAN_COLUMNS)
+    return list(spans), trace_values(project)
+
+
+def process_at_once(batch_ids: list[int]) -> None:
+    """Process the batches in threads released together by a barrier, each thread on its own
+    database connection, as worker processes would."""
+    start = threading.Barrier(len(batch_ids), timeout=30)
+    errors: list[BaseException] = []
+
+    def work(batch_id: int) -> None:
+        try:
+            start.wait()
+            ingest.batch_process(batch_id=batch_id)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(batch_id,)) for batch_id in batch_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_processing_overlapping_batches_of_one_trace_at_once_write_the_rows_of_one_batch() -> None:
+    # Two batches of one trace, sharing spans and each with spans of its own. Without the per-trace
+    # lock, each worker would roll the trace up from the spans it saw, and the last to commit would
+    # leave a trace row without the other's spans: one round shows it about two times in three,
+    # so the test runs three.
+    ids = [s["span_id"] for s in expected(CAPTURE)["spans"]]
+    request = request_of(CAPTURE)
+    first, second = subset(request, ids[:9]), subset(request, ids[5:])  # spans 5 to 8 in both
+    whole = make_project("whole")
+    accept_and_process(whole, corpus_protobuf(CAPTURE))
+    one_batch = stored_rows(whole)
+    assert len(one_batch[0]) == 14 and one_batch[1][0]["span_count"] == 14
+
+    for n in range(3):
+        project = make_project(f"concurrent {n}")
+        batch_ids = [accept(project, first).pk, accept(project, second).pk]
+
+        process_at_once(batch_ids)
+
+        statuses = IngestBatch.objects.filter(pk__in=batch_ids).values_list("status", flat=True)
+        assert list(statuses) == [IngestBatch.Status.DONE] * 2
+        assert stored_rows(project) == one_batch, f"round {n}"
+
+
 # --- Out-of-order arrival --------------------------------------------------------------------
 
 
@@ -326,9 +383,7 @@ def test_it_names_the_root_only_once_the_root_has_arrived(project_a) -> None:
 
 def ingest_queue_size() -> int:
     """Messages waiting in the configured broker's ingest queue (no worker runs in these tests)."""
-    with app.connection_for_write() as conn:
-        # Not passive: on a new Redis database the queue does not exist until something declares it.
-        return conn.default_channel.queue_declare(Queues.INGEST.value).message_count
+    return broker_queue_size(Queues.INGEST)
 
 
 def _age(batch: IngestBatch, **fields: Any) -> None:
@@ -344,7 +399,7 @@ def test_it_requeues_a_pending_batch_whose_message_was_lost(project_a) -> None:
     before = timezone.now()
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     assert ingest_queue_size() == queued + 1
 
@@ -353,7 +408,7 @@ def test_it_requeues_a_pending_batch_whose_message_was_lost(project_a) -> None:
     assert stuck.status == IngestBatch.Status.PENDING
     assert IngestBatch.objects.get(pk=fresh.pk).enqueued_at == fresh_enqueued_at
     # Just re-enqueued: a second sweep right away leaves it alone.
-    assert ingest.batches_requeue_stuck() == 0
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 0
 
 
 def test_it_requeues_a_batch_whose_worker_died(project_a) -> None:
@@ -363,7 +418,7 @@ def test_it_requeues_a_batch_whose_worker_died(project_a) -> None:
     before = timezone.now()
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 1
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 1
 
     assert ingest_queue_size() == queued + 1
     dead.refresh_from_db()
@@ -380,14 +435,14 @@ def test_it_leaves_batches_that_are_being_worked_on_or_finished(project_a) -> No
     busy = accept(project_a, corpus_protobuf(CAPTURE))
     done = accept_and_process(project_a, corpus_protobuf(CAPTURE))
     failed = accept(project_a, corpus_protobuf(CAPTURE))
-    ingest.batch_mark_failed(batch_id=failed.pk, error="boom")
+    batches.batch_mark_failed(kind=ingest.BATCHES, batch_id=failed.pk, error="boom")
     # A worker claimed this one recently, though its message is old.
     _age(busy, status=IngestBatch.Status.PROCESSING, started_at=timezone.now(), enqueued_at=old)
     _age(done, enqueued_at=old, started_at=old)
     _age(failed, enqueued_at=old, started_at=old)
     queued = ingest_queue_size()
 
-    assert ingest.batches_requeue_stuck() == 0
+    assert batches.batches_requeue_stuck(kind=ingest.BATCHES) == 0
 
     assert ingest_queue_size() == queued
     assert IngestBatch.objects.get(pk=done.pk).enqueued_at == old
@@ -485,13 +540,13 @@ def test_it_purges_raw_bodies_of_old_done_batches_only(project_a) -> None:
     old_done = accept_and_process(project_a, body)
     recent_done = accept_and_process(project_a, body)
     old_failed = accept(project_a, body)
-    ingest.batch_mark_failed(batch_id=old_failed.pk, error="boom")
+    batches.batch_mark_failed(kind=ingest.BATCHES, batch_id=old_failed.pk, error="boom")
     pending = accept(project_a, body)
     _age(old_done, processed_at=long_ago)
     _age(old_failed, processed_at=long_ago)
     _age(pending, received_at=long_ago, enqueued_at=long_ago)
 
-    assert ingest.raw_bodies_purge() == 1
+    assert batches.batches_purge(kind=ingest.BATCHES) == 1
 
     old_done.refresh_from_db()
     assert bytes(old_done.body) == b""
@@ -502,7 +557,7 @@ def test_it_purges_raw_bodies_of_old_done_batches_only(project_a) -> None:
         assert bytes(kept.body) == body, kept.status
         assert kept.body_purged_at is None
     # Purging again finds nothing new.
-    assert ingest.raw_bodies_purge() == 0
+    assert batches.batches_purge(kind=ingest.BATCHES) == 0
 
 
 def test_it_drops_the_body_at_processing_time_when_retention_is_zero(project_a, settings) -> None:
@@ -518,7 +573,7 @@ def test_it_keeps_a_failed_body_when_retention_is_zero(project_a, settings) -> N
     settings.OCTOTRACE_RAW_RETENTION_HOURS = 0
     batch = IngestBatch.objects.create(project=project_a, body=b"\xffjunk", content_type=otlp.PROTOBUF)
     ingest.batch_process(batch_id=batch.pk)
-    assert ingest.raw_bodies_purge() == 0
+    assert batches.batches_purge(kind=ingest.BATCHES) == 0
     batch.refresh_from_db()
     assert (batch.status, bytes(batch.body)) == (IngestBatch.Status.FAILED, b"\xffjunk")
 
@@ -526,7 +581,7 @@ def test_it_keeps_a_failed_body_when_retention_is_zero(project_a, settings) -> N
 def test_it_does_not_replay_a_purged_batch(project_a) -> None:
     batch = accept_and_process(project_a, corpus_protobuf(CAPTURE))
     _age(batch, processed_at=timezone.now() - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS + 1))
-    ingest.raw_bodies_purge()
+    batches.batches_purge(kind=ingest.BATCHES)
 
     assert ingest.batch_replay(batch_id=batch.pk, inline=True) is None
 

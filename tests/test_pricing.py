@@ -528,8 +528,23 @@ def test_syncprices_leaves_project_overrides_alone(project_a, tmp_path) -> None:
         {"cached_input": "0.1.2"},
         {"input": "NaN"},
         {"output": "-1"},
+        {"output": "1000000"},
+        {"reasoning": "0.0000001"},
+        {"model": "m" * 201},
+        {"source_date": "someday"},
     ],
-    ids=["null-input", "bad-output", "bad-date", "bad-cached", "nan-input", "negative-output"],
+    ids=[
+        "null-input",
+        "bad-output",
+        "bad-date",
+        "bad-cached",
+        "nan-input",
+        "negative-output",
+        "too-many-digits",
+        "too-many-places",
+        "long-pattern",
+        "bad-source-date",
+    ],
 )
 def test_syncprices_refuses_a_bad_entry_and_writes_nothing(db, tmp_path, bad: dict[str, Any]) -> None:
     before = ModelPrice.objects.count()

@@ -1,35 +1,27 @@
 """The reports' pages and downloads (dashboard/report_views.py) through Django's test client:
-tenancy, roles, the same numbers as the pages, the API export's authentication and 400s."""
+tenancy, roles, the same numbers as the pages."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from dashboard.models import Budget, ReportRun, WorkflowValue
-from dashboard.reports import budgets, runs
+from reports import budgets, runs
+from reports.models import Budget, ReportRun, WorkflowValue
 from tests import reports_data
-from tests.reports_data import RESEARCH, T1, T3, T4
-from tracer.models import Span, Trace
+from tests.reports_data import RESEARCH, T1, csv_rows
+from tracer.models import Trace
 
 ALL = "range=all"
+MONDAY_NOON = datetime(2026, 3, 2, 12, tzinfo=UTC)  # T1's day
 
 
 @pytest.fixture
 def loaded(project_a):
     reports_data.load(project_a)
     return project_a
-
-
-def rows(response) -> list[dict[str, str]]:
-    assert response.status_code == 200, response.content[:300]
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"].startswith("attachment;")
-    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
 def test_report_pages_and_exports_are_404_for_a_non_member(client, loaded, charlie) -> None:
@@ -40,7 +32,7 @@ def test_report_pages_and_exports_are_404_for_a_non_member(client, loaded, charl
 
 def test_the_traces_csv_has_the_traces_pages_filters(client, loaded, bob) -> None:
     client.force_login(bob)
-    got = rows(client.get(f"/p/{loaded.slug}/export/traces.csv?{ALL}&status=error"))
+    got = csv_rows(client.get(f"/p/{loaded.slug}/export/traces.csv?{ALL}&status=error"))
     assert [r["trace_id"] for r in got] == [reports_data.T2]
     page = client.get(f"/p/{loaded.slug}/traces/?{ALL}&status=error")
     assert [t.trace_id for t in page.context["listing"].page.object_list] == [reports_data.T2]
@@ -49,7 +41,7 @@ def test_the_traces_csv_has_the_traces_pages_filters(client, loaded, bob) -> Non
 def test_the_agents_csv_has_the_agents_pages_numbers(client, loaded, bob) -> None:
     client.force_login(bob)
     page = {r["agent"]: r for r in client.get(f"/p/{loaded.slug}/agents/?{ALL}").context["rows"]}
-    exported = {r["agent"]: r for r in rows(client.get(f"/p/{loaded.slug}/export/agents.csv?{ALL}"))}
+    exported = {r["agent"]: r for r in csv_rows(client.get(f"/p/{loaded.slug}/export/agents.csv?{ALL}"))}
     assert set(page) == set(exported)
     for name, row in page.items():
         assert Decimal(exported[name]["cost_usd"] or 0) == (row["cost"] or 0)
@@ -70,28 +62,6 @@ def test_an_unknown_export_or_bad_filter_is_400_with_the_reason(client, loaded, 
     assert client.get(f"/p/{loaded.slug}/export/agents.csv?sort=nonsense").status_code == 400
 
 
-def test_the_api_export_takes_an_api_key_and_the_list_apis_filters(client, loaded, key_a, key_b) -> None:
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {key_a[1]}"}
-    got = rows(client.get("/api/v1/export/traces.csv", {"from": "2026-03-10T00:00:00Z"}, **auth))
-    assert {r["trace_id"] for r in got} == {T3, T4}
-    daily = rows(client.get("/api/v1/export/daily.csv", {"to": "2026-03-03T00:00:00Z"}, **auth))
-    assert [(r["day"], Decimal(r["cost_usd"])) for r in daily] == [("2026-03-02", Decimal("8.25"))]
-    # Another project's key sees only its own (empty) project.
-    other = rows(client.get("/api/v1/export/traces.csv", HTTP_AUTHORIZATION=f"Bearer {key_b[1]}"))
-    assert other == []
-
-
-def test_the_api_export_refuses_no_key_and_bad_parameters(client, loaded, key_a, bob) -> None:
-    assert client.get("/api/v1/export/traces.csv").status_code == 401
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {key_a[1]}"}
-    response = client.get("/api/v1/export/traces.csv", {"from": "yesterday"}, **auth)
-    assert response.status_code == 400 and "ISO 8601" in response.json()["error"]
-    assert client.get("/api/v1/export/nope.csv", **auth).status_code == 400
-    # A logged-in member names the project.
-    client.force_login(bob)
-    assert len(rows(client.get("/api/v1/export/spans.csv", {"project": loaded.slug}))) == Span.objects.count()
-
-
 def test_running_the_roi_report_shows_progress_then_the_result_and_its_csv(
     client, loaded, bob, django_capture_on_commit_callbacks
 ) -> None:
@@ -108,7 +78,7 @@ def test_running_the_roi_report_shows_progress_then_the_result_and_its_csv(
     assert not done.has_header("Refresh") and b'data-report-status="done"' in done.content
     table = {r["workflow"]: r for r in done.context["result"]["workflows"]}
     assert Decimal(table[RESEARCH]["api_cost_usd"]) == Decimal("11.75")
-    exported = rows(client.get(f"/p/{loaded.slug}/reports/roi/{run.pk}.csv"))
+    exported = csv_rows(client.get(f"/p/{loaded.slug}/reports/roi/{run.pk}.csv"))
     assert exported[0]["workflow"] == RESEARCH and Decimal(exported[0]["api_cost_usd"]) == Decimal("11.75")
 
 
@@ -166,12 +136,11 @@ def test_only_an_owner_sets_budgets(client, loaded, alice, bob) -> None:
     assert not Budget.objects.exists()
 
 
-def test_the_banner_shows_on_project_pages_once_a_threshold_is_reached(client, loaded, bob) -> None:
+def test_the_banner_shows_on_project_pages_once_a_threshold_is_reached(client, loaded, bob, monkeypatch) -> None:
+    monkeypatch.setattr("reports.common.utc_now", lambda: MONDAY_NOON)  # the reports' clock: T1's day
     budgets.budget_set(project=loaded, period="daily", amount_usd="1")
     client.force_login(bob)
     assert b"data-budget-banner" not in client.get(f"/p/{loaded.slug}/?{ALL}").content
-    today_ns = int(datetime.now(tz=UTC).timestamp()) * 1_000_000_000
-    Span.objects.filter(trace_id=T1).update(start_time_unix_nano=today_ns)  # $8.25 spent today
-    budgets.budgets_check()
+    budgets.budget_check_project(project_id=loaded.pk)  # $8.25 spent on T1's day
     body = client.get(f"/p/{loaded.slug}/?{ALL}").content.decode()
     assert "data-budget-banner" in body and "Over the daily budget of $1.00" in body

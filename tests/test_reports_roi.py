@@ -1,5 +1,5 @@
-"""ROI per workflow (dashboard/reports/roi.py) against figures computed by hand from
-tests/reports_data.py, and the background run (dashboard/reports/runs.py) called directly."""
+"""ROI per workflow (reports/roi.py) against figures computed by hand from
+tests/reports_data.py, and the background run (reports/runs.py) called directly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.models import ReportRun, WorkflowValue
-from dashboard.reports import roi, runs
+from reports import roi, runs
+from reports.models import ReportRun, WorkflowValue
 from tests import reports_data
 from tests.factories import ingest_spans, otlp_span, sid, tid
 from tests.reports_data import RESEARCH, START_T2, START_T3, TRIAGE, workflow_root

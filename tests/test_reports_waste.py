@@ -1,4 +1,4 @@
-"""Token waste (dashboard/reports/waste.py) against figures computed by hand from
+"""Token waste (reports/waste.py) against figures computed by hand from
 tests/reports_data.py: re-sent context from fingerprints and from captured content, the cacheable
 prefix and its saving at the cached-input price, context growth and the top wasteful agents."""
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.reports import waste
+from reports import waste
 from tests import reports_data
 from tests.factories import chat, ingest_spans, otlp_span, price, sid, tid
 from tests.reports_data import RESEARCH, START_T1, T1, T3, TRIAGE, fingerprinted, workflow_root

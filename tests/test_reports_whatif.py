@@ -1,4 +1,4 @@
-"""What-if pricing (dashboard/reports/whatif.py) against figures computed by hand from
+"""What-if pricing (reports/whatif.py) against figures computed by hand from
 tests/reports_data.py, and the guarantee that nothing stored changes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.reports import whatif
+from reports import whatif
 from tests import reports_data
 from tests.factories import MODEL, UNPRICED_MODEL, price
 from tests.reports_data import T1

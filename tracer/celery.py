@@ -80,12 +80,14 @@ app.conf.update(
             "schedule": 3600.0,
             "options": {"queue": Queues.INGEST.value},
         },
-        # Compares each project's spend with its daily and monthly budgets; alerts at 50/90/100%
-        # (once per period per threshold, see dashboard/reports/budgets.py).
+        # Fans out one reports.budget_check_project per project with a budget, which compares its
+        # spend with its daily and monthly budgets and enqueues one reports.alert_deliver per
+        # threshold newly reached (50/90/100%, once per period per threshold: reports/budgets.py).
+        # A sweep still queued when the next one is due is dropped.
         "reports-budgets-check": {
             "task": "reports.budgets_check",
             "schedule": 300.0,
-            "options": {"queue": Queues.REPORTS.value},
+            "options": {"queue": Queues.REPORTS.value, "expires": 290},
         },
         # GPU metrics batches whose message was lost or whose worker died go back to the queue.
         "gpu-requeue-stuck-metrics": {

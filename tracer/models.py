@@ -72,7 +72,7 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     # What the key may do. New keys hold one scope; keys made before scopes existed hold both
-    # (migration 0006: "legacy: ingest + read"), until an owner splits them.
+    # (migration 0007: "legacy: ingest + read"), until an owner splits them.
     scope_ingest = models.BooleanField(default=True)
     scope_read = models.BooleanField(default=False)
 
@@ -105,8 +105,10 @@ class ApiKey(models.Model):
         return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-class IngestBatch(models.Model):
-    """One OTLP request body exactly as received: the durable staging area of ingest."""
+class StoredBatch(models.Model):
+    """One OTLP request body exactly as received, kept until a worker has turned it into rows: the
+    durable staging area of trace ingest (IngestBatch) and GPU metrics (GpuMetricsBatch). The
+    lifecycle (accept, claim, fail, requeue, purge) is one service for both: tracer/batches.py."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -114,42 +116,56 @@ class IngestBatch(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches", db_index=False)
-    # The body as received (still gzip-compressed if it came so); emptied after the retention.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The body as received (still gzip-compressed if it came so).
     body = models.BinaryField()
-    body_size = models.PositiveIntegerField(default=0)
-    body_purged_at = models.DateTimeField(null=True, blank=True)
     content_type = models.CharField(max_length=100)
     content_encoding = models.CharField(max_length=20, blank=True, default="")
     user_agent = models.CharField(max_length=300, blank=True, default="")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    # Claims so far; a batch claimed OCTOTRACE_BATCH_MAX_ATTEMPTS times is given up (failed).
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
-    span_count = models.PositiveIntegerField(default=0)
-    trace_count = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(default=timezone.now)
     # Last time a message for this batch was handed to the broker (the sweeper's clock).
     enqueued_at = models.DateTimeField(default=timezone.now)
+    # Last claim: a batch processing since long ago lost its worker (the sweeper's other clock).
     started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name_plural = "ingest batches"
+        abstract = True
         indexes = [
             # The sweeper: unfinished batches whose last enqueue is older than the timeout.
             models.Index(
                 fields=["enqueued_at"],
-                name="batch_unfinished_idx",
+                name="%(class)s_unfinished_idx",
                 condition=models.Q(status__in=["pending", "processing"]),
             ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.pk} ({self.status})"
+
+
+class IngestBatch(StoredBatch):
+    """An OTLP traces request: kept after processing, body included until the raw retention, so it
+    can be replayed after a normalization fix."""
+
+    body_size = models.PositiveIntegerField(default=0)
+    body_purged_at = models.DateTimeField(null=True, blank=True)
+    span_count = models.PositiveIntegerField(default=0)
+    trace_count = models.PositiveIntegerField(default=0)
+
+    class Meta(StoredBatch.Meta):
+        verbose_name_plural = "ingest batches"
+        indexes = [
+            *StoredBatch.Meta.indexes,
             # Raw-body purge: processed batches by age.
             models.Index(fields=["status", "processed_at"], name="batch_status_processed_idx"),
             # Admin, and `replay --project/--since` (received_at).
             models.Index(fields=["project", "received_at"], name="batch_project_received_idx"),
         ]
-
-    def __str__(self) -> str:
-        return f"batch {self.pk} ({self.status})"
 
 
 class Trace(models.Model):
@@ -372,35 +388,18 @@ class GpuSampleMinute(models.Model):
     sm_clock_mhz_avg = models.FloatField(null=True, blank=True)
 
 
-class GpuMetricsBatch(models.Model):
-    """One OTLP metrics request body as received: the durable staging area of GPU metrics, the way
-    IngestBatch is for traces (same receiver, same guarantees; a separate table so the trace
-    ingest path and its sweeper never see metrics)."""
+class GpuMetricsBatch(StoredBatch):
+    """An OTLP metrics request: its body is emptied once processed (the samples are the data) and
+    the row deleted after the raw retention. A separate table so the trace ingest path and its
+    sweeper never see metrics."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        DONE = "done"
-        FAILED = "failed"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
-    body = models.BinaryField()
-    content_type = models.CharField(max_length=100)
-    content_encoding = models.CharField(max_length=20, blank=True, default="")
-    user_agent = models.CharField(max_length=300, blank=True, default="")
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
     point_count = models.PositiveIntegerField(default=0)
     sample_count = models.PositiveIntegerField(default=0)
-    received_at = models.DateTimeField(default=timezone.now)
-    enqueued_at = models.DateTimeField(default=timezone.now)
-    processed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(StoredBatch.Meta):
         verbose_name_plural = "GPU metrics batches"
         indexes = [
-            # The sweeper: pending batches whose last enqueue is older than the timeout.
-            models.Index(fields=["enqueued_at"], name="gpubatch_pending_idx", condition=models.Q(status="pending")),
+            *StoredBatch.Meta.indexes,
             # Pruning: finished batches by age.
             models.Index(fields=["received_at"], name="gpubatch_received_idx"),
         ]

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
-from tracer.models import ModelPrice, Project
+from tracer.celery import task_enqueue
+from tracer.models import ModelPrice, Project, Span
+from tracer.rollup import traces_rollup
 
 CATALOG = Path(__file__).resolve().parent / "data" / "prices.json"
 PER_TOKENS = Decimal(1_000_000)
@@ -116,11 +120,205 @@ class PriceBook:
         return None if price is None else usage_cost(usage, price)
 
 
+# --- Price records: one validation for the shipped catalog and for project overrides ------------
+
+PRICE_FIELDS = ("input", "cached_input", "cache_write", "output", "reasoning")
+REQUIRED_PRICES = ("input", "output")
+# The limits are the columns': at most `decimal_places` decimals, and below
+# 10 ** (max_digits - decimal_places) USD per 1M tokens, so what is accepted is stored exactly.
+_PRICE_COLUMN = ModelPrice._meta.get_field("input")
+PRICE_PLACES: int = _PRICE_COLUMN.decimal_places
+PRICE_STEP = Decimal(1).scaleb(-PRICE_PLACES)
+PRICE_LIMIT = Decimal(10) ** (_PRICE_COLUMN.max_digits - PRICE_PLACES)
+PATTERN_MAX_LENGTH: int = ModelPrice._meta.get_field("model_pattern").max_length
+PROVIDER_MAX_LENGTH: int = ModelPrice._meta.get_field("provider").max_length
+# An override typed without a date applies to every stored call.
+OVERRIDE_VALID_FROM = date(2000, 1, 1)
+OVERRIDE_SOURCE = "project override"
+OVERRIDE_EXISTS = "An override for this provider, model pattern and date exists: delete it first."
+# A catalog entry names its pattern "model".
+CATALOG_KEYS = {"model_pattern": "model"}
+
+PriceValue = str | int | float | Decimal | None
+DateValue = str | date | None
+
+
+class PriceInvalid(ValueError):
+    """A price the rules refuse. `errors` maps each field (`NON_FIELD_ERRORS` for the row as a
+    whole) to its messages, written for the person who typed the price."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__(self.describe())
+
+    @property
+    def messages(self) -> list[str]:
+        return [message for messages in self.errors.values() for message in messages]
+
+    def describe(self, names: dict[str, str] | None = None) -> str:
+        """One line, each message after its field's name (renamed through `names`)."""
+        names = names or {}
+        return "; ".join(
+            f"{names.get(field, field)}: {message}" for field, messages in self.errors.items() for message in messages
+        )
+
+
+def price_clean(
+    *,
+    model_pattern: str | None,
+    provider: str | None = "",
+    input: PriceValue,
+    output: PriceValue,
+    cached_input: PriceValue = None,
+    cache_write: PriceValue = None,
+    reasoning: PriceValue = None,
+    valid_from: DateValue,
+    source_date: DateValue = None,
+    valid_from_default: date | None = None,
+) -> dict[str, Any]:
+    """The fields of one price, checked and normalized (pattern and provider lower case, prices
+    as Decimal with the column's decimals, dates as dates): the rules `syncprices` applies to the
+    catalog and the dashboard to a project override. Raises PriceInvalid with every reason at once.
+
+    An empty value is a missing one; a missing `valid_from` is `valid_from_default` if given.
+    """
+    errors: dict[str, list[str]] = {}
+    values: dict[str, Any] = {
+        "model_pattern": _text(errors, "model_pattern", "Model pattern", model_pattern, PATTERN_MAX_LENGTH),
+        "provider": _text(errors, "provider", "Provider", provider, PROVIDER_MAX_LENGTH),
+    }
+    if not values["model_pattern"] and "model_pattern" not in errors:
+        errors["model_pattern"] = ["Model pattern is required."]
+    prices = {
+        "input": input,
+        "cached_input": cached_input,
+        "cache_write": cache_write,
+        "output": output,
+        "reasoning": reasoning,
+    }
+    for name in PRICE_FIELDS:
+        values[name] = _price(errors, name, prices[name])
+    values["valid_from"] = _date(errors, "valid_from", "Valid from", valid_from, valid_from_default)
+    values["source_date"] = _date(errors, "source_date", "Source date", source_date, None, required=False)
+    if errors:
+        raise PriceInvalid(errors)
+    return values
+
+
+def _text(errors: dict[str, list[str]], field: str, label: str, value: object, max_length: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors[field] = [f"{label} must be text, not {value!r}."]
+        return ""
+    text = value.strip().lower()
+    if len(text) > max_length:
+        errors[field] = [f"{label} is longer than {max_length} characters."]
+    return text
+
+
+def _price(errors: dict[str, list[str]], field: str, value: object) -> Decimal | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if field in REQUIRED_PRICES:
+            errors[field] = [f"The {field} price is required."]
+        return None
+    raw = value.strip() if isinstance(value, str) else value
+    label = field.replace("_", " ")
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+            raise InvalidOperation
+        # A JSON number arrives as a float: its shortest repr is the number that was written.
+        price = Decimal(repr(raw) if isinstance(raw, float) else raw)
+        if not price.is_finite() or price < 0 or price >= PRICE_LIMIT:
+            raise InvalidOperation
+    except InvalidOperation:
+        errors[field] = [f"The {label} price {raw!r} is not a non-negative number below {PRICE_LIMIT:,}."]
+        return None
+    # Refused rather than rounded: a price is stored exactly as written, or not at all.
+    if price.quantize(PRICE_STEP) != price:
+        errors[field] = [f"The {label} price {raw!r} has more than {PRICE_PLACES} decimal places."]
+        return None
+    return price.quantize(PRICE_STEP).copy_abs()  # copy_abs: "-0" is 0
+
+
+def _date(
+    errors: dict[str, list[str]],
+    field: str,
+    label: str,
+    value: object,
+    default: date | None,
+    *,
+    required: bool = True,
+) -> date | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None and required:
+            errors[field] = [f"{label} is required."]
+        return default
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        errors[field] = [f"{label} must be a date (YYYY-MM-DD)."]
+        return None
+
+
+def price_override_create(
+    *,
+    project: Project,
+    model_pattern: str,
+    input: PriceValue,
+    output: PriceValue,
+    provider: str = "",
+    cached_input: PriceValue = None,
+    cache_write: PriceValue = None,
+    reasoning: PriceValue = None,
+    valid_from: DateValue = None,
+    note: str = "",
+) -> ModelPrice:
+    """The project's own price for the models matching `model_pattern`, from `valid_from` on
+    (every stored call when no date is given). Raises PriceInvalid with the reasons, also when the
+    project has an override for this provider, pattern and date. Once the row is committed, the
+    worker re-prices the project's stored calls."""
+    values = price_clean(
+        model_pattern=model_pattern,
+        provider=provider,
+        input=input,
+        output=output,
+        cached_input=cached_input,
+        cache_write=cache_write,
+        reasoning=reasoning,
+        valid_from=valid_from,
+        valid_from_default=OVERRIDE_VALID_FROM,
+    )
+    try:
+        # A savepoint: the caller's transaction stays usable after a duplicate.
+        with transaction.atomic():
+            price = ModelPrice.objects.create(project=project, source=OVERRIDE_SOURCE, note=note.strip(), **values)
+    except IntegrityError:
+        # price_project_uniq; checked by the database, so two owners saving at once cannot both win.
+        raise PriceInvalid({NON_FIELD_ERRORS: [OVERRIDE_EXISTS]}) from None
+    task_enqueue(REPRICE_TASK, project.pk)
+    return price
+
+
+def price_override_delete(*, project: Project, price_id: int) -> None:
+    """Delete one of the project's overrides; the catalog's prices and other projects' overrides
+    are not found (ModelPrice.DoesNotExist). The worker then re-prices the project's stored calls."""
+    deleted, _ = ModelPrice.objects.filter(project=project, pk=price_id).delete()
+    if not deleted:
+        raise ModelPrice.DoesNotExist(f"no price override {price_id} in project {project.pk}")
+    task_enqueue(REPRICE_TASK, project.pk)
+
+
 def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -> tuple[int, int]:
     """Load the shipped catalog into the default prices (project NULL). Returns (created, updated).
 
     Upserts on (provider, pattern, valid_from), so a new price with a later valid_from adds
-    history instead of rewriting the past. Project overrides are never touched.
+    history instead of rewriting the past. Project overrides are never touched. Each entry is
+    checked by `price_clean`, like a project override.
     """
     try:
         catalog = json.loads(path.read_text())
@@ -134,56 +332,34 @@ def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -
         for index, entry in enumerate(entries):
             try:
                 was_created = _price_upsert(model, entry)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                raise ValueError(f"price catalog {path}, entry {index}: bad or missing {exc}") from None
+            except PriceInvalid as exc:
+                raise ValueError(f"price catalog {path}, entry {index}: {exc.describe(CATALOG_KEYS)}") from None
             created += was_created
             updated += not was_created
     return created, updated
 
 
 def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
-    values = {
-        "input": _required(entry["input"]),
-        "output": _required(entry["output"]),
-        "cached_input": _decimal(entry.get("cached_input")),
-        "cache_write": _decimal(entry.get("cache_write")),
-        "reasoning": _decimal(entry.get("reasoning")),
-        "source": entry.get("source", ""),
-        "source_date": date.fromisoformat(entry["source_date"]) if entry.get("source_date") else None,
-        "note": entry.get("note", ""),
-    }
-    _, created = model.objects.update_or_create(
-        project=None,
-        provider=(entry.get("provider") or "").lower(),
-        model_pattern=entry["model"].lower(),
-        valid_from=date.fromisoformat(entry["valid_from"]),
-        defaults=values,
+    values = price_clean(
+        model_pattern=entry.get("model"),
+        provider=entry.get("provider"),
+        input=entry.get("input"),
+        output=entry.get("output"),
+        cached_input=entry.get("cached_input"),
+        cache_write=entry.get("cache_write"),
+        reasoning=entry.get("reasoning"),
+        valid_from=entry.get("valid_from"),
+        source_date=entry.get("source_date"),
     )
+    key = {name: values.pop(name) for name in ("provider", "model_pattern", "valid_from")}
+    values.update(source=entry.get("source") or "", note=entry.get("note") or "")
+    _, created = model.objects.update_or_create(project=None, **key, defaults=values)
     return created
-
-
-def _required(value: str | None) -> Decimal:
-    number = _decimal(value)
-    if number is None:
-        raise ValueError("price (a required price is empty)")
-    return number
-
-
-def _decimal(value: str | None) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    number = Decimal(value)
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"price {value!r} (not a finite, non-negative number)")
-    return number
 
 
 def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None = None) -> tuple[int, int]:
     """Recompute the cost of stored spans with today's prices, then their traces' rollups.
     Returns (spans whose cost changed, traces recomputed)."""
-    from tracer.ingest import traces_rollup
-    from tracer.models import Span
-
     spans = Span.objects.filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
     if project_id is not None:
         spans = spans.filter(project_id=project_id)

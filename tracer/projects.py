@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -33,6 +34,69 @@ def membership_for(*, user: AbstractBaseUser, slug: str) -> Membership | None:
     """The user's membership of the project with this slug (with the project), or None: the one
     tenancy check the dashboard and the read API share."""
     return Membership.objects.select_related("project").filter(user=user, project__slug=slug).first()
+
+
+class MembershipRefused(Exception):
+    """A membership change the rules refuse; the message is written for the person who asked."""
+
+
+class MembershipForbidden(MembershipRefused):
+    """The actor is not an owner of the project: only owners manage its members."""
+
+
+class RoleInvalid(MembershipRefused):
+    """The role is not one of Membership.Role."""
+
+
+def _owner_check(*, project: Project, actor: AbstractBaseUser) -> None:
+    """Inside the caller's transaction: take the project's lock, then check that the actor owns it.
+
+    Changes to one project's members take turns on the project row, so when two owners demote or
+    remove each other at once, the second finds it is no longer an owner: a project always keeps
+    an owner, because only an owner acts and an owner can neither lower nor remove themselves.
+    """
+    Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True).first()
+    role = Membership.objects.filter(project=project, user_id=actor.pk).values_list("role", flat=True).first()
+    if role != Membership.Role.OWNER:
+        raise MembershipForbidden(f"Only an owner of {project.name} manages its members.")
+
+
+def membership_save(*, project: Project, actor: AbstractBaseUser, username: str, role: str) -> Membership:
+    """Give the user named `username` this role in the project: adds them, or changes their role.
+
+    Raises RoleInvalid, MembershipForbidden (the actor is not an owner), or MembershipRefused (no
+    such user; an owner lowering their own role, which another owner can do).
+    """
+    if role not in Membership.Role.values:
+        raise RoleInvalid(f"role must be one of {', '.join(Membership.Role.values)}")
+    username = username.strip()
+    with transaction.atomic():
+        _owner_check(project=project, actor=actor)
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise MembershipRefused(f"No user named {username!r}.")
+        if user.pk == actor.pk and role != Membership.Role.OWNER:
+            raise MembershipRefused("You cannot lower your own role; another owner can.")
+        membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def membership_remove(*, project: Project, actor: AbstractBaseUser, member_id: int) -> Membership:
+    """Remove one membership of the project; returns it (with its user), no longer stored.
+
+    Raises MembershipForbidden (the actor is not an owner), Membership.DoesNotExist (no such
+    membership in this project, including one of another project), or MembershipRefused (an owner
+    removing themselves).
+    """
+    with transaction.atomic():
+        _owner_check(project=project, actor=actor)
+        membership = Membership.objects.filter(project=project, pk=member_id).select_related("user").first()
+        if membership is None:
+            raise Membership.DoesNotExist(f"no membership {member_id} in project {project.pk}")
+        if membership.user_id == actor.pk:
+            raise MembershipRefused("You cannot remove yourself.")
+        membership.delete()
+    return membership
 
 
 def apikey_create(

@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from tracer import ingest, pricing
+from tracer import batches, ingest, pricing
 from tracer.gpu import attribution, metrics, retention, sampling
 
 # A task that turns one stored batch into rows. Only a database that is briefly away (restart,
@@ -27,29 +27,29 @@ STORED_BATCH_TASK = {
 }
 
 
-def _process_or_record(process: Callable[..., Any], mark_failed: Callable[..., None], batch_id: int) -> Any:
+def _process_or_record(kind: batches.BatchKind, process: Callable[..., Any], batch_id: int) -> Any:
     try:
         return process(batch_id=batch_id)
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
-        mark_failed(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
+        batches.batch_mark_failed(kind=kind, batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
 @shared_task(name=ingest.PROCESS_TASK, soft_time_limit=120, time_limit=180, **STORED_BATCH_TASK)
 def process_batch(batch_id: int) -> None:
-    _process_or_record(ingest.batch_process, ingest.batch_mark_failed, batch_id)
+    _process_or_record(ingest.BATCHES, ingest.batch_process, batch_id)
 
 
 @shared_task(name="ingest.requeue_stuck", ignore_result=True, time_limit=300)
 def requeue_stuck() -> int:
-    return ingest.batches_requeue_stuck()
+    return batches.batches_requeue_stuck(kind=ingest.BATCHES)
 
 
 @shared_task(name="ingest.purge_raw_bodies", ignore_result=True, time_limit=600)
 def purge_raw_bodies() -> int:
-    return ingest.raw_bodies_purge()
+    return batches.batches_purge(kind=ingest.BATCHES)
 
 
 @shared_task(
@@ -89,12 +89,12 @@ def gpu_sample(host: str) -> int:
 
 @shared_task(name=metrics.PROCESS_TASK, soft_time_limit=60, time_limit=90, **STORED_BATCH_TASK)
 def gpu_process_metrics(batch_id: int) -> int | None:
-    return _process_or_record(metrics.metrics_batch_process, metrics.metrics_batch_mark_failed, batch_id)
+    return _process_or_record(metrics.BATCHES, metrics.metrics_batch_process, batch_id)
 
 
 @shared_task(name="gpu.requeue_stuck_metrics", acks_late=True, ignore_result=True, time_limit=300)
 def gpu_requeue_stuck_metrics() -> int:
-    return metrics.metrics_batches_requeue_stuck()
+    return batches.batches_requeue_stuck(kind=metrics.BATCHES)
 
 
 @shared_task(
@@ -139,4 +139,4 @@ def gpu_downsample() -> int:
 
 @shared_task(name="gpu.prune", acks_late=True, ignore_result=True, time_limit=1800)
 def gpu_prune() -> int:
-    return retention.rollups_prune() + metrics.metrics_batches_prune()
+    return retention.rollups_prune() + batches.batches_purge(kind=metrics.BATCHES)

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.models import ReportRun
+from reports.models import ReportRun
 from tests import reports_data
 from tests.browser.pages import logged_in, screenshot
 from tests.reports_data import RESEARCH

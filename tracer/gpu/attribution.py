@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Sum
 from django.db.models.fields.json import KT
 
@@ -33,6 +33,7 @@ from tracer.gpu.intervals import NS, Interval, Share, intervals_from_samples, sp
 from tracer.gpu.prices import address_from_url, endpoint_gpu_prices
 from tracer.gpu.retention import MINUTE_NS
 from tracer.models import Endpoint, GpuDevice, GpuSample, GpuSampleMinute, Span, Trace
+from tracer.rollup import traces_lock
 
 # The periodic sweep (beat, every minute; the demo sends it too) and the per-project pass it enqueues.
 ATTRIBUTE_TASK = "gpu.attribute"
@@ -254,18 +255,9 @@ def _cost(
 
 
 def _lock_traces(*, project_id: int, trace_ids: list[str]) -> None:
-    """The ingest worker's per-trace advisory locks (tracer/ingest.py), in the same order, so this
+    """The ingest worker's per-trace advisory locks (tracer/rollup.py), in the same order, so this
     and a batch touching the same trace run one after the other instead of deadlocking."""
-    if connection.vendor != "postgresql":
-        return
-    from tracer.ingest import _lock_key
-
-    keys = sorted(_lock_key(project_id, t) for t in trace_ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY k) AS locks",
-            [keys],
-        )
+    traces_lock(project_id=project_id, trace_ids=trace_ids)
 
 
 def traces_gpu_rollup(*, project_id: int, trace_ids: list[str]) -> None:

@@ -3,30 +3,23 @@ collector that uses the hardware GPU names (OpenTelemetry `hw.gpu.*` semantic co
 `hw.gpu.power.draw` / `hw.gpu.energy.consumed` names of OpenLIT's GPU collector).
 
 The receiver stores the body as a GpuMetricsBatch and answers; the GPU worker decodes it here. A
-lost broker message or a dead worker loses nothing: the sweeper re-enqueues pending batches, and
-samples are keyed on (device, time), so processing a batch twice writes each sample once.
+lost broker message or a dead worker loses nothing: the sweeper re-enqueues stuck batches (the
+stored-batch service, tracer/batches.py, as for traces), and samples are keyed on (device, time),
+so processing a batch twice writes each sample once.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from tracer import otlp
-from tracer.celery import task_enqueue, task_send
+from tracer import batches, otlp
 from tracer.gpu.samples import DeviceKey, SampleRecord, samples_write
-from tracer.ingest import stored_batches_requeue
 from tracer.models import GpuMetricsBatch, Project
-
-log = logging.getLogger(__name__)
 
 PROCESS_TASK = "gpu.process_metrics"
 # Points of one device whose times are this close are one sample (collectors stamp each
@@ -150,92 +143,38 @@ def samples_from_request(request: Any) -> Decoded:
 # --- The durable batch ------------------------------------------------------------------------
 
 
+def _point_count(request: ExportMetricsServiceRequest, body: bytes) -> dict[str, int] | None:
+    points = sum(1 for point in otlp.iter_metric_points(request, names=METRIC_NAMES) if _relevant(point))
+    return {"point_count": points} if points else None
+
+
+# The samples are the data once a batch is processed: a body kept for days would outweigh them
+# (about 10 KB of gzip per agent export, every 10 s), and reprocessing it could only rewrite the
+# same rows. So the body goes when processed, the row after OCTOTRACE_RAW_RETENTION_HOURS.
+BATCHES = batches.BatchKind(
+    model=GpuMetricsBatch, task=PROCESS_TASK, parse=otlp.parse_metrics_request, counts=_point_count, keep_rows=False
+)
+
+
 def metrics_batch_accept(
-    *, project: Project, body: bytes, content_type: str, content_encoding: str = "", user_agent: str = ""
+    *, project: Project, body: bytes, content_type: str, **received: Unpack[batches.Received]
 ) -> GpuMetricsBatch | None:
     """Validate an OTLP metrics body and store it; the GPU worker is told once it is committed.
 
     Raises otlp.BadBody / otlp.BodyTooLarge. Returns None for a valid request with no GPU metric.
     """
-    data = otlp.decompress(body, encoding=content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES)
-    request = otlp.parse_metrics_request(data, content_type=content_type)
-    points = sum(1 for point in otlp.iter_metric_points(request, names=METRIC_NAMES) if _relevant(point))
-    if points == 0:
-        return None
-    with transaction.atomic():
-        batch = GpuMetricsBatch.objects.create(
-            project=project,
-            body=body,
-            content_type=otlp.media_type(content_type),
-            content_encoding=content_encoding.strip().lower(),
-            user_agent=user_agent[:300],
-            point_count=points,
-        )
-        task_enqueue(PROCESS_TASK, batch.pk)
-    return batch
-
-
-def metrics_batch_enqueue(*, batch_id: int) -> bool:
-    return task_send(PROCESS_TASK, batch_id)
+    return batches.batch_accept(kind=BATCHES, project=project, body=body, content_type=content_type, **received)
 
 
 def metrics_batch_process(*, batch_id: int) -> int | None:
     """Turn a stored metrics batch into samples. Returns the number of samples, None if there was
     nothing to do. Safe to run twice or concurrently (samples are upserted on device and time)."""
-    claimed = GpuMetricsBatch.objects.filter(
-        pk=batch_id, status=GpuMetricsBatch.Status.PENDING, attempts__lt=settings.OCTOTRACE_BATCH_MAX_ATTEMPTS
-    ).update(attempts=F("attempts") + 1)
-    if not claimed:
-        GpuMetricsBatch.objects.filter(pk=batch_id, status=GpuMetricsBatch.Status.PENDING).update(
-            status=GpuMetricsBatch.Status.FAILED,
-            error=f"gave up after {settings.OCTOTRACE_BATCH_MAX_ATTEMPTS} attempts",
-            processed_at=timezone.now(),
-        )
+    claimed = batches.batch_claim(kind=BATCHES, batch_id=batch_id)
+    if claimed is None:
         return None
-    batch = GpuMetricsBatch.objects.get(pk=batch_id)
-    try:
-        data = otlp.decompress(
-            bytes(batch.body), encoding=batch.content_encoding, limit=settings.OCTOTRACE_MAX_BODY_BYTES
-        )
-        request = otlp.parse_metrics_request(data, content_type=batch.content_type)
-    except (otlp.BadBody, otlp.BodyTooLarge) as exc:
-        metrics_batch_mark_failed(batch_id=batch_id, error=str(exc))
-        return None
-    decoded = samples_from_request(request)
+    decoded = samples_from_request(claimed.request)
+    note = f"{decoded.skipped} point(s) without a device id or a usable value" if decoded.skipped else ""
     with transaction.atomic():
-        samples_write(project_id=batch.project_id, records=decoded.samples)
-        note = f"{decoded.skipped} point(s) without a device id or a usable value" if decoded.skipped else ""
-        # The samples are now the data; a body kept for days would outweigh them (about 10 KB of
-        # gzip per agent export, every 10 s), and reprocessing it could only rewrite the same rows.
-        GpuMetricsBatch.objects.filter(pk=batch_id).update(
-            status=GpuMetricsBatch.Status.DONE,
-            body=b"",
-            sample_count=len(decoded.samples),
-            error=note,
-            processed_at=timezone.now(),
-        )
+        samples_write(project_id=claimed.batch.project_id, records=decoded.samples)
+        batches.batch_done(kind=BATCHES, batch_id=batch_id, error=note, sample_count=len(decoded.samples))
     return len(decoded.samples)
-
-
-def metrics_batch_mark_failed(*, batch_id: int, error: str) -> None:
-    GpuMetricsBatch.objects.filter(pk=batch_id).exclude(status=GpuMetricsBatch.Status.DONE).update(
-        status=GpuMetricsBatch.Status.FAILED, error=error[:10_000], processed_at=timezone.now()
-    )
-    log.error("GPU metrics batch %s failed: %s", batch_id, error)
-
-
-def metrics_batches_requeue_stuck(*, now: datetime | None = None) -> int:
-    """Re-enqueue pending batches whose message was lost or whose worker died."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.OCTOTRACE_BATCH_STUCK_SECONDS)
-    stuck = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.PENDING, enqueued_at__lt=cutoff)
-    return stored_batches_requeue(stuck=stuck, cutoff=cutoff, now=now, enqueue=metrics_batch_enqueue)
-
-
-def metrics_batches_prune(*, now: datetime | None = None) -> int:
-    """Delete processed batch rows (their bodies are already emptied) older than the raw-body
-    retention. Failed batches keep body and row for inspection."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(hours=settings.OCTOTRACE_RAW_RETENTION_HOURS)
-    deleted, _ = GpuMetricsBatch.objects.filter(status=GpuMetricsBatch.Status.DONE, received_at__lt=cutoff).delete()
-    return deleted

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from demo.gpu import SIMULATED_NAME, SIMULATED_UUID
 from demo.seed import demo_seed
@@ -20,7 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--traces", type=int, default=12, help="runs of the example crew")
 
     def handle(self, *args, username: str, password: str, traces: int, **options) -> None:
-        seed = demo_seed(username=username, password=password, traces=traces)
+        try:
+            seed = demo_seed(username=username, password=password, traces=traces)
+        except ValidationError as exc:
+            raise CommandError(f"--password: {' '.join(exc.messages)}") from None
         self.stdout.write(f"Demo login: {username} / {password}" if seed.user_created else f"Demo login: {username}")
         self.stdout.write(f"Demo project: {seed.project.slug}")
         self.stdout.write(f"Demo ingest key (shown once): {seed.secret}")

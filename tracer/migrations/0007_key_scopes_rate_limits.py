@@ -13,7 +13,7 @@ def _rate_field() -> models.PositiveIntegerField:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tracer", "0005_gpu_telemetry"),
+        ("tracer", "0006_stored_batch"),
     ]
 
     operations = [

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from dashboard.reports.common import add, day_of, money
+from reports.common import add, day_of, money, started_in
 from tracer.models import ModelPrice, Project, Span, Trace
 from tracer.pricing import PER_TOKENS, PriceBook, Usage, usage_cost
 
@@ -173,3 +173,9 @@ def whatif_compute(*, project: Project, traces: QuerySet[Trace], scenario: Scena
         "by_agent": [{"agent": name, **side.as_dict()} for name, side in sorted(by_agent.items())],
         "by_model": [{"model": name, **side.as_dict()} for name, side in sorted(by_model.items())],
     }
+
+
+def models_seen(*, project: Project, start_ns: int | None, end_ns: int | None, limit: int = 200) -> list[str]:
+    """The models of the billed calls that started in [start_ns, end_ns): the page's scenario picker."""
+    billed = started_in(Span.objects.filter(project=project, billed=True), start_ns=start_ns, end_ns=end_ns)
+    return list(billed.exclude(model="").values_list("model", flat=True).distinct().order_by("model")[:limit])

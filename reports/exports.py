@@ -5,7 +5,7 @@ The numbers are the pages' numbers:
 - traces: the traces the caller filtered (as the Traces page or list API does), one row each with
   its stored rollups (sums over billed spans);
 - spans: every span of those traces with its normalized fields, tokens and cost;
-- agents / models: the Agents and Models pages' own tables (dashboard/selectors.py) over the
+- agents / models: the Agents and Models pages' own tables (reports/usage.py) over the
   billed calls that started in the time range;
 - daily: the billed calls of the time range summed per UTC day of the call, as the Overview's
   cost charts bucket them (budgets count spend the same way).
@@ -18,6 +18,7 @@ quote, so a spreadsheet shows it as text instead of running it.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -25,9 +26,8 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.fields import BigIntegerField
 
-from dashboard import selectors
-from dashboard.filters import TimeRange
-from dashboard.reports.common import NS_PER_DAY, day_of, iso
+from reports import usage
+from reports.common import NS_PER_DAY, day_of, iso, started_in
 from tracer.models import Project, Span, Trace
 from tracer.tree import TOKEN_FIELDS
 
@@ -80,16 +80,27 @@ def _cell(value: Any) -> Any:
 
 
 def export_rows(
-    *, kind: str, project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str = ""
+    *,
+    kind: str,
+    project: Project,
+    traces: QuerySet[Trace],
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    sort: str = "",
 ) -> Iterator[list[Any]]:
     """The header then the rows of one export.
 
     traces and spans export `traces` (the caller's filtered queryset of this project's traces);
-    agents, models and daily cover the billed calls that started in `time_range`, as the Agents,
-    Models and Overview pages do. `sort` is the agents/models pages' sort parameter."""
+    agents, models and daily cover the billed calls that started in [start_ns, end_ns), as the
+    Agents, Models and Overview pages do. `sort` is the agents/models pages' sort parameter.
+
+    Raises UnknownExport, or tracer.api.BadParameter (a bad sort), before it returns: the header
+    is made at once, so a caller answers a 400 instead of failing in the middle of a stream."""
     if kind not in KINDS:
         raise UnknownExport(f"unknown export {kind!r}: use one of {', '.join(KINDS)}")
-    return _EXPORTS[kind](project, traces, time_range, sort)
+    rows = _EXPORTS[kind](project, traces, start_ns, end_ns, sort)
+    header = next(rows)
+    return itertools.chain([header], rows)
 
 
 def export_filename(*, kind: str, project: Project, label: str = "") -> str:
@@ -97,7 +108,9 @@ def export_filename(*, kind: str, project: Project, label: str = "") -> str:
     return f"{project.slug}-{kind}{suffix}.csv"
 
 
-def _trace_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+def _trace_rows(
+    project: Project, traces: QuerySet[Trace], start_ns: int | None, end_ns: int | None, sort: str
+) -> Iterator[list[Any]]:
     fields = (
         "trace_id",
         "root_span_name",
@@ -160,7 +173,9 @@ def _spans_of(project: Project, traces: QuerySet[Trace]) -> QuerySet[Span]:
     return Span.objects.filter(project=project, trace_id__in=traces.values("trace_id"))
 
 
-def _span_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+def _span_rows(
+    project: Project, traces: QuerySet[Trace], start_ns: int | None, end_ns: int | None, sort: str
+) -> Iterator[list[Any]]:
     yield [
         "trace_id",
         "span_id",
@@ -244,22 +259,26 @@ def _strip(rows: Iterator[list[Any]]) -> Iterator[list[Any]]:
         yield [row[i] for i in keep]
 
 
-def _agent_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+def _agent_rows(
+    project: Project, traces: QuerySet[Trace], start_ns: int | None, end_ns: int | None, sort: str
+) -> Iterator[list[Any]]:
     # The Agents page's own table, so the export has the page's numbers exactly.
-    rows = selectors.agents_table(project=project, time_range=time_range, sort=sort or "-cost")
+    rows = usage.agents_table(project=project, start_ns=start_ns, end_ns=end_ns, sort=sort or "-cost")
     return _strip(_summary_rows(rows, ["agent"], ["agent", "runs", "errors"]))
 
 
-def _model_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
-    rows = selectors.models_table(project=project, time_range=time_range, sort=sort or "-cost")
+def _model_rows(
+    project: Project, traces: QuerySet[Trace], start_ns: int | None, end_ns: int | None, sort: str
+) -> Iterator[list[Any]]:
+    rows = usage.models_table(project=project, start_ns=start_ns, end_ns=end_ns, sort=sort or "-cost")
     return _strip(_summary_rows(rows, ["model", "provider"], ["model", "provider"]))
 
 
-def daily_totals(*, project: Project, time_range: TimeRange) -> QuerySet:
-    """Billed calls summed per UTC day of the call (`day` is days since 1970), as the Overview's
-    cost charts bucket them; budgets count spend the same way."""
+def daily_totals(*, project: Project, start_ns: int | None, end_ns: int | None) -> QuerySet:
+    """Billed calls that started in [start_ns, end_ns) summed per UTC day of the call (`day` is
+    days since 1970), as the Overview's cost charts bucket them; budgets count spend the same way."""
     day = F("start_time_unix_nano") / Value(NS_PER_DAY, output_field=BigIntegerField())
-    billed = time_range.filter(Span.objects.filter(project=project, billed=True))
+    billed = started_in(Span.objects.filter(project=project, billed=True), start_ns=start_ns, end_ns=end_ns)
     return (
         billed.annotate(day=day)
         .values("day")
@@ -275,9 +294,11 @@ def daily_totals(*, project: Project, time_range: TimeRange) -> QuerySet:
     )
 
 
-def _daily_rows(project: Project, traces: QuerySet[Trace], time_range: TimeRange, sort: str) -> Iterator[list[Any]]:
+def _daily_rows(
+    project: Project, traces: QuerySet[Trace], start_ns: int | None, end_ns: int | None, sort: str
+) -> Iterator[list[Any]]:
     yield ["day", "calls", "traces", *TOKEN_FIELDS, "cost_usd", "unpriced_calls", "gpu_cost_usd"]
-    for row in daily_totals(project=project, time_range=time_range):
+    for row in daily_totals(project=project, start_ns=start_ns, end_ns=end_ns):
         yield [
             day_of(row["day"] * NS_PER_DAY).isoformat(),
             row["calls"],

@@ -1,4 +1,8 @@
-"""The reports' own rows: what a successful run is worth, budgets and their alerts, async report runs."""
+"""The reports' own rows: what a successful run is worth, budgets and their alerts, async report runs.
+
+These models were born in the dashboard app and moved here with their tables: each keeps its
+`dashboard_*` table (`db_table`), so the move changed no row (reports/migrations/0001).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class WorkflowValue(models.Model):
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
 
     class Meta:
+        db_table = "dashboard_workflowvalue"
         constraints = [
             # One value per workflow; the ROI report reads all of a project's values by this prefix.
             models.UniqueConstraint(fields=["project", "workflow"], name="workflowvalue_project_workflow_uniq"),
@@ -38,11 +43,18 @@ class Budget(models.Model):
     amount_usd = models.DecimalField(max_digits=14, decimal_places=2)
     # Comma-separated addresses; empty means the project's owners.
     email_to = models.TextField(blank=True, default="")
-    # Optional: POSTed a JSON body on each alert.
+    # Optional: POSTed a signed JSON body on each alert (reports/webhooks.py).
     webhook_url = models.URLField(max_length=500, blank=True, default="")
+    # The HMAC key each webhook POST is signed with, issued when the URL is set or changed and on
+    # "rotate". Stored because signing needs it; shown to the owner once, when issued, never again.
+    webhook_secret = models.CharField(max_length=64, blank=True, default="")
+    # Not a column: set by reports.budgets.budget_set on the budget it returns when that call
+    # issued a new webhook secret, so that the page which saved it can show it once.
+    new_webhook_secret: str | None = None
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        db_table = "dashboard_budget"
         constraints = [
             # One daily and one monthly budget per project; the banner and the check read by project.
             models.UniqueConstraint(fields=["project", "period"], name="budget_project_period_uniq"),
@@ -54,9 +66,9 @@ class Budget(models.Model):
 
 
 class BudgetAlert(models.Model):
-    """One threshold crossed in one period. The unique constraint is what makes an alert go out
-    once per period per threshold even when two budget checks run at the same time: the second
-    insert fails and that check sends nothing."""
+    """One threshold crossed in one period, and the state of its delivery. The unique constraint is
+    what makes an alert go out once per period per threshold even when two budget checks run at
+    the same time: the second insert fails and that check enqueues nothing (reports/budgets.py)."""
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts", db_index=False)
     # First day of the period (the day, or the 1st of the month), UTC.
@@ -64,15 +76,19 @@ class BudgetAlert(models.Model):
     threshold = models.PositiveSmallIntegerField()  # percent: 50, 90, 100
     spend_usd = models.DecimalField(max_digits=20, decimal_places=10)
     created_at = models.DateTimeField(default=timezone.now)
-    # Set while one check delivers it; a claim older than the retry delay may be taken again.
+    # Set while one delivery task sends it; a claim older than CLAIM_TIMEOUT may be taken again.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # When the last delivery attempt began: an undelivered alert untouched for long is sent again.
+    attempted_at = models.DateTimeField(null=True, blank=True)
     # The email went out (a retry after a failed webhook does not send it again).
     email_sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Why the last attempt failed (empty once delivered).
     error = models.TextField(blank=True, default="")
 
     class Meta:
+        db_table = "dashboard_budgetalert"
         constraints = [
             # Once per period per threshold.
             models.UniqueConstraint(
@@ -117,6 +133,7 @@ class ReportRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "dashboard_reportrun"
         indexes = [
             # The reports page: a project's latest runs of one kind.
             models.Index(fields=["project", "kind", "-created_at"], name="reportrun_project_kind_idx"),

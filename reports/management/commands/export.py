@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.filters import TimeRange
-from dashboard.reports import exports
+from reports import exports
 from tracer.api import BadParameter, datetime_ns, traces_filtered
 from tracer.models import Project
 
@@ -29,18 +28,16 @@ class Command(BaseCommand):
             raise CommandError(f"no project with the slug {project!r}")
         params = {name: options[name] for name in FILTERS if options.get(name)}
         try:
-            traces = traces_filtered(project=found, params=params)
-            time_range = TimeRange(
+            rows = exports.export_rows(
+                kind=kind,
+                project=found,
+                traces=traces_filtered(project=found, params=params),
                 start_ns=datetime_ns("from", params["from"]) if "from" in params else None,
                 end_ns=datetime_ns("to", params["to"]) if "to" in params else None,
-                label="",
-                params={},
             )
-            rows = exports.export_rows(kind=kind, project=found, traces=traces, time_range=time_range)
-            header = next(rows)
         except BadParameter as exc:
             raise CommandError(str(exc)) from None
-        pieces = exports.csv_stream(_with(header, rows))
+        pieces = exports.csv_stream(rows)
         if not output:
             for piece in pieces:  # whole rows per piece, so each decodes on its own
                 self.stdout.write(piece.decode(), ending="")
@@ -49,8 +46,3 @@ class Command(BaseCommand):
             for piece in pieces:
                 stream.write(piece)
         self.stderr.write(f"Wrote the {kind} export of {project} to {output}.")
-
-
-def _with(header, rows):
-    yield header
-    yield from rows

@@ -9,8 +9,9 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard.models import ReportRun
-from dashboard.reports import roi
+from reports import roi
+from reports.common import started_in
+from reports.models import ReportRun
 from tracer.celery import task_enqueue
 from tracer.models import Project, Trace
 
@@ -30,13 +31,21 @@ def roi_report_start(*, project: Project, start_ns: int | None, end_ns: int | No
     return run
 
 
+def report_runs_recent(*, project: Project, kind: str = ReportRun.Kind.ROI, limit: int = 10) -> list[ReportRun]:
+    """The project's latest runs of one kind, newest first."""
+    return list(ReportRun.objects.filter(project=project, kind=kind).order_by("-created_at")[:limit])
+
+
+def report_run_get(*, project: Project, run_id: int, kind: str = ReportRun.Kind.ROI) -> ReportRun | None:
+    """One run of the project (None for another project's run: the page answers 404)."""
+    return ReportRun.objects.filter(pk=run_id, project=project, kind=kind).first()
+
+
 def report_traces(*, project: Project, params: dict[str, Any]):
-    traces = Trace.objects.filter(project=project)
-    if params.get("start_ns") is not None:
-        traces = traces.filter(start_time_unix_nano__gte=params["start_ns"])
-    if params.get("end_ns") is not None:
-        traces = traces.filter(start_time_unix_nano__lt=params["end_ns"])
-    return traces
+    """The traces a run covers: those that started in its period."""
+    return started_in(
+        Trace.objects.filter(project=project), start_ns=params.get("start_ns"), end_ns=params.get("end_ns")
+    )
 
 
 def report_run_execute(*, run_id: int) -> bool:

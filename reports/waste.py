@@ -33,7 +33,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from dashboard.reports.common import add, day_of, money
+from reports.common import add, day_of, money
 from tracer.models import Project, Span, Trace
 from tracer.pricing import PER_TOKENS, PriceBook
 

@@ -25,12 +25,11 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from dashboard.models import WorkflowValue
-from dashboard.reports.common import add, money, self_hosted_api_cost, unmoney, week_of
+from reports.common import NO_ROOT, add, money, self_hosted_api_cost, unmoney, week_of
+from reports.models import WorkflowValue
 from tracer.models import Project, Span, Trace
 from tracer.semconv import SUCCESS_KEYS
 
-NO_ROOT = "(no root span)"
 PROGRESS_EVERY = 2000
 RATE_PLACES = Decimal("0.0001")
 MONEY_PLACES = Decimal("0.000001")
@@ -243,3 +242,12 @@ def workflow_value_set(*, project: Project, workflow: str, value_usd: Decimal, u
         defaults={"value_usd": value_usd.quantize(MONEY_PLACES), "updated_by": user, "updated_at": timezone.now()},
     )
     return value
+
+
+def workflow_values(*, project: Project) -> dict[str, WorkflowValue]:
+    """The values per successful run entered for the project's workflows, by workflow."""
+    return {value.workflow: value for value in WorkflowValue.objects.filter(project=project)}
+
+
+def workflow_value_delete(*, project: Project, workflow: str) -> None:
+    WorkflowValue.objects.filter(project=project, workflow=workflow).delete()
