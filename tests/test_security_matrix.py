@@ -18,6 +18,7 @@ from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, path, resolve, reverse
 
+from reports import budgets
 from tests.factories import (
     BOTH_SCOPES,
     decode_status,
@@ -153,6 +154,7 @@ ROWS = [
             ("dashboard:key-split", "/p/{slug}/settings/keys/{spare_legacy_key}/split", {}, 200),
             ("dashboard:budget-save", "/p/{slug}/reports/budgets/save", {"period": "daily", "amount_usd": "5"}, 302),
             ("dashboard:budget-delete", "/p/{slug}/reports/budgets/delete", {"period": "daily"}, 302),
+            ("dashboard:budget-webhook-rotate", "/p/{slug}/reports/budgets/webhook-rotate", {"period": "monthly"}, 200),
         )
     ),
 ]
@@ -166,11 +168,14 @@ def fast_passwords(settings) -> None:
 
 @pytest.fixture
 def world(project_a, project_b, alice, bob, charlie) -> dict[str, Any]:
-    """Project A with a trace, a price override, a finished ROI run, spare keys and members to act on."""
+    """Project A with a trace, a price override, a budget with a webhook, a finished ROI run, spare
+    keys and members to act on."""
     dave, erin, frank = user_create("dave"), user_create("erin"), user_create("frank")
     Membership.objects.create(project=project_a, user=dave, role=Membership.Role.VIEWER)
     frank_membership = Membership.objects.create(project=project_a, user=frank, role=Membership.Role.MEMBER)
     ingest_spans(project_a, otlp_span(sid(1), trace=TRACE, name="run"), otlp_span(sid(2), sid(1), trace=TRACE))
+    # A budget whose webhook secret the owner may rotate (an address literal: no DNS in a test).
+    budgets.budget_set(project=project_a, period="monthly", amount_usd="100", webhook_url="http://127.0.0.1:9/hook")
     override = price(input="1", output="2")
     override.project = project_a
     override.save(update_fields=["project"])
