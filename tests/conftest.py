@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -23,8 +24,10 @@ from tests.factories import (
     project_with_members,
     user_create,
 )
+from tracer import ratelimit
 from tracer.models import ApiKey, Project
 from tracer.projects import apikey_create
+from tracer.ratelimit import LocalLimiter, RedisLimiter
 
 
 @pytest.fixture
@@ -50,6 +53,16 @@ def project_a(alice, bob) -> Project:
 @pytest.fixture
 def project_b(db) -> Project:
     return project_with_members("Project B")
+
+
+@pytest.fixture(autouse=True)
+def rate_limit_buckets_fresh() -> Iterator[None]:
+    """Every test starts with full rate-limit buckets: their names hold key and project ids, which a
+    later test (SQLite reuses ids) or a later run (the same Redis database) may have again."""
+    url = settings.OCTOTRACE_RATE_LIMIT_REDIS_URL
+    ratelimit.limiter_install(RedisLimiter(url, prefix=f"test:{uuid.uuid4().hex}:") if url else LocalLimiter())
+    yield
+    ratelimit.limiter_install(None)
 
 
 # key_a and key_b hold both scopes (like a key from before scopes), so that a test can send spans and
