@@ -300,6 +300,7 @@ def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
             amount_usd=request.POST.get("amount_usd", ""),
             email_to=request.POST.get("email_to", ""),
             webhook_url=request.POST.get("webhook_url", ""),
+            actor=request.user,
         )
     except budgets.BadBudget as exc:
         context = {**_budgets_context(request), "error": str(exc), "form": request.POST}
@@ -311,6 +312,6 @@ def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
 @project_view(min_role=Membership.Role.OWNER)
 @require_POST
 def budget_delete(request: HttpRequest, slug: str) -> HttpResponse:
-    budgets.budget_delete(project=request.project, period=request.POST.get("period", ""))
+    budgets.budget_delete(project=request.project, period=request.POST.get("period", ""), actor=request.user)
     messages.success(request, "Budget removed.")
     return redirect("dashboard:budgets", slug=slug)

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
@@ -42,6 +43,7 @@ from django.db.models.functions import Coalesce
 from reports import common
 from reports.common import date_ns
 from reports.models import Budget, BudgetAlert
+from tracer.audit import Action, audit_record
 from tracer.celery import task_enqueue, task_send
 from tracer.models import Membership, Project, Span
 
@@ -128,8 +130,16 @@ def budget_spend(*, budget: Budget, start: date) -> Decimal:
     return billed.aggregate(spend=Sum(Coalesce("gpu_cost", "cost")))["spend"] or Decimal(0)
 
 
-def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str = "", webhook_url: str = "") -> Budget:
-    """Create or change the project's budget for the period. Raises BadBudget on bad input."""
+def budget_set(
+    *,
+    project: Project,
+    period: str,
+    amount_usd: Any,
+    email_to: str = "",
+    webhook_url: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> Budget:
+    """Create or change the project's budget for the period (audited). Raises BadBudget on bad input."""
     if period not in Budget.Period.values:
         raise BadBudget("period must be daily or monthly")
     try:
@@ -150,16 +160,43 @@ def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str 
         parts = urlsplit(webhook_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadBudget("the webhook must be an http:// or https:// URL")
-    budget, _ = Budget.objects.update_or_create(
-        project=project,
-        period=period,
-        defaults={"amount_usd": amount, "email_to": ", ".join(addresses), "webhook_url": webhook_url},
-    )
+    with transaction.atomic():
+        previous = Budget.objects.filter(project=project, period=period).values_list("amount_usd", flat=True).first()
+        budget, _ = Budget.objects.update_or_create(
+            project=project,
+            period=period,
+            defaults={"amount_usd": amount, "email_to": ", ".join(addresses), "webhook_url": webhook_url},
+        )
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.BUDGET_SET,
+            target=f"{period} budget",
+            details={
+                "amount_usd": str(amount),
+                "previous_amount_usd": None if previous is None else str(previous),
+                "email_to": budget.email_to,
+                # The host only: a webhook URL may carry a token in its path or query.
+                "webhook_host": urlsplit(webhook_url).hostname or "",
+            },
+        )
     return budget
 
 
-def budget_delete(*, project: Project, period: str) -> None:
-    Budget.objects.filter(project=project, period=period).delete()
+def budget_delete(*, project: Project, period: str, actor: AbstractBaseUser | None = None) -> None:
+    """Remove the project's budget for the period, if any (audited)."""
+    with transaction.atomic():
+        budget = Budget.objects.filter(project=project, period=period).first()
+        if budget is None:
+            return
+        budget.delete()
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.BUDGET_DELETE,
+            target=f"{period} budget",
+            details={"amount_usd": str(budget.amount_usd)},
+        )
 
 
 def budgets_sweep(*, now: datetime | None = None) -> int:
