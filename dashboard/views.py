@@ -184,6 +184,7 @@ def price_add(request: HttpRequest, slug: str) -> HttpResponse:
             reasoning=form.get("reasoning", ""),
             valid_from=form.get("valid_from", ""),
             note=form.get("note", ""),
+            actor=request.user,
         )
     except PriceInvalid as exc:
         for error in exc.messages:
@@ -208,7 +209,7 @@ def _prices_context(request: HttpRequest) -> dict:
 @project_view(Membership.Role.OWNER)
 def price_delete(request: HttpRequest, slug: str, price_id: int) -> HttpResponse:
     try:
-        price_override_delete(project=request.project, price_id=price_id)
+        price_override_delete(project=request.project, price_id=price_id, actor=request.user)
     except ModelPrice.DoesNotExist:
         raise Http404("no such price override") from None
     messages.success(request, "Override deleted; stored calls are being re-priced.")
@@ -273,7 +274,7 @@ def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpRespon
 @project_view(Membership.Role.OWNER)
 def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     name = request.POST.get("name", "").strip() or "default"
-    key, secret = apikey_create(project=request.project, name=name[:100])
+    key, secret = apikey_create(project=request.project, name=name[:100], actor=request.user)
     # The secret is in this response only: it is not stored and cannot be shown again.
     return render(request, "dashboard/settings.html", _settings_context(request, new_key=key, new_secret=secret))
 
@@ -284,7 +285,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     key = ApiKey.objects.filter(project=request.project, pk=key_id).first()
     if key is None:
         raise Http404("no such key")
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=request.user)
     messages.success(request, f"Key {key.prefix}… revoked at {timezone.now():%Y-%m-%d %H:%M} UTC.")
     return redirect("dashboard:settings", slug=slug)
 

@@ -70,6 +70,45 @@ class ApiKey(models.Model):
         return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+class AuditEvent(models.Model):
+    """One change to a project that its owners may need to account for: who (a user, or nobody for a
+    command or an API key) did what to which thing. Written by the services that make the change
+    (tracer/audit.py), never edited."""
+
+    class Action(models.TextChoices):
+        KEY_CREATE = "key.create", "API key created"
+        KEY_REVOKE = "key.revoke", "API key revoked"
+        MEMBER_SAVE = "member.save", "Member added or role changed"
+        MEMBER_REMOVE = "member.remove", "Member removed"
+        PRICE_CREATE = "price.create", "Price override added"
+        PRICE_DELETE = "price.delete", "Price override deleted"
+        BUDGET_SET = "budget.set", "Budget set"
+        BUDGET_DELETE = "budget.delete", "Budget removed"
+        DATA_DELETE = "data.delete", "Data deleted on request"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # NULL for a management command or an API key (details say which key); the user's name is kept in
+    # actor_name, so the event still says who once the account is gone.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    # What was acted on, in words ("key otk_abc… (ci)", "member bob", "trace 0af7…").
+    target = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The audit page and its CSV: a project's events, newest first (filtered by action).
+            models.Index(fields=["project", "-created_at"], name="auditevent_project_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target} by {self.actor_name or 'a command'}"
+
+
 class StoredBatch(models.Model):
     """One OTLP request body exactly as received, kept until a worker has turned it into rows: the
     durable staging area of trace ingest (IngestBatch) and GPU metrics (GpuMetricsBatch). The

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tracer.audit import Action, audit_record
 from tracer.models import ApiKey, Membership, Project, hash_key
 
 # last_used_at is a hint, not an audit log: write it at most once a minute per key so that a
@@ -75,7 +76,16 @@ def membership_save(*, project: Project, actor: AbstractBaseUser, username: str,
             raise MembershipRefused(f"No user named {username!r}.")
         if user.pk == actor.pk and role != Membership.Role.OWNER:
             raise MembershipRefused("You cannot lower your own role; another owner can.")
+        previous = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
         membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+        if previous != role:
+            audit_record(
+                project=project,
+                actor=actor,
+                action=Action.MEMBER_SAVE,
+                target=f"member {user.get_username()}",
+                details={"role": role, "previous_role": previous},
+            )
     return membership
 
 
@@ -94,18 +104,35 @@ def membership_remove(*, project: Project, actor: AbstractBaseUser, member_id: i
         if membership.user_id == actor.pk:
             raise MembershipRefused("You cannot remove yourself.")
         membership.delete()
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.MEMBER_REMOVE,
+            target=f"member {membership.user.get_username()}",
+            details={"role": membership.role},
+        )
     return membership
 
 
-def apikey_create(*, project: Project, name: str = "default") -> tuple[ApiKey, str]:
-    """Create a key; returns it with its secret, which is not stored and cannot be shown again."""
+def apikey_create(
+    *, project: Project, name: str = "default", actor: AbstractBaseUser | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; returns it with its secret, which is not stored and cannot be shown again.
+    Audited, with `actor` None for a command."""
     secret = ApiKey.new_secret()
     key = ApiKey.objects.create(project=project, name=name, prefix=secret[:12], key_hash=hash_key(secret))
+    audit_record(project=project, actor=actor, action=Action.KEY_CREATE, target=_key_target(key), details={})
     return key, secret
 
 
-def apikey_revoke(*, key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def apikey_revoke(*, key: ApiKey, actor: AbstractBaseUser | None = None) -> None:
+    """Revoke an active key (audited); a key revoked already is left as it is."""
+    if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_record(project=key.project, actor=actor, action=Action.KEY_REVOKE, target=_key_target(key), details={})
+
+
+def _key_target(key: ApiKey) -> str:
+    return f"key {key.prefix}… ({key.name})"
 
 
 def apikey_authenticate(*, secret: str) -> ApiKey | None:
