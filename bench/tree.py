@@ -117,7 +117,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     project = project_create(name=f"tree bench {time.time_ns()}")
-    _, secret = apikey_create(project=project)
+    _, secret = apikey_create(project=project, scopes=("read",))
     trace_id, spans = make_trace(args.spans)
     t0 = time.perf_counter()
     for i in range(0, len(spans), 512):

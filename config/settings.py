@@ -284,6 +284,27 @@ OCTOTRACE_RAW_RETENTION_HOURS = env_int("OCTOTRACE_RAW_RETENTION_HOURS", 24 * 7,
 # Seconds a client is told to wait (Retry-After) when the database is unavailable.
 OCTOTRACE_RETRY_AFTER_SECONDS = env_int("OCTOTRACE_RETRY_AFTER_SECONDS", 5, minimum=1)
 
+# --- Rate limits (tracer/ratelimit.py, docs/security.md "Keys and rate limits") ------------
+# Token buckets per project (all its keys together) and per key; a project's nullable rate_*
+# fields override them. 0 turns a limit off. Over a limit: 429 with Retry-After, nothing stored.
+# The defaults are far above what one agent fleet sends (the bench peaks near 60,000 spans/s).
+OCTOTRACE_RATE_INGEST_RPS = env_int("OCTOTRACE_RATE_INGEST_RPS", 1000, minimum=0)
+OCTOTRACE_RATE_INGEST_SPANS_PER_S = env_int("OCTOTRACE_RATE_INGEST_SPANS_PER_S", 200_000, minimum=0)
+OCTOTRACE_RATE_READ_PER_MIN = env_int("OCTOTRACE_RATE_READ_PER_MIN", 1200, minimum=0)
+OCTOTRACE_RATE_KEY_INGEST_RPS = env_int("OCTOTRACE_RATE_KEY_INGEST_RPS", 500, minimum=0)
+OCTOTRACE_RATE_KEY_INGEST_SPANS_PER_S = env_int("OCTOTRACE_RATE_KEY_INGEST_SPANS_PER_S", 100_000, minimum=0)
+OCTOTRACE_RATE_KEY_READ_PER_MIN = env_int("OCTOTRACE_RATE_KEY_READ_PER_MIN", 600, minimum=0)
+# Where the buckets live: a Redis URL shares them between every web process (one Lua script per
+# check); empty keeps them in each process (the embedded defaults). Default: the broker when it is Redis.
+_broker_url = os.environ.get("CELERY_BROKER_URL", "")
+OCTOTRACE_RATE_LIMIT_REDIS_URL = env_str(
+    "OCTOTRACE_RATE_LIMIT_REDIS_URL", _broker_url if _broker_url.startswith(("redis://", "rediss://")) else ""
+)
+if OCTOTRACE_RATE_LIMIT_REDIS_URL and not OCTOTRACE_RATE_LIMIT_REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(
+        f"OCTOTRACE_RATE_LIMIT_REDIS_URL={OCTOTRACE_RATE_LIMIT_REDIS_URL!r} is not a redis:// or rediss:// URL"
+    )
+
 # --- GPU telemetry (tracer/gpu/, docs/gpu-attribution.md) ----------------------------------
 # Hosts whose Celery worker consumes `gpu.<host>` and samples its GPUs (comma-separated; none: off).
 OCTOTRACE_GPU_HOSTS = env_list("OCTOTRACE_GPU_HOSTS", [])

@@ -29,6 +29,7 @@ urlpatterns = [
     path("p/<slug:slug>/settings/members/<int:member_id>/remove", views.member_remove, name="member-remove"),
     path("p/<slug:slug>/settings/keys", views.key_create, name="key-create"),
     path("p/<slug:slug>/settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("p/<slug:slug>/settings/keys/<int:key_id>/split", views.key_split, name="key-split"),
     # Owners: deletion on request and the audit log (dashboard/owner_views.py)
     path("p/<slug:slug>/settings/delete", owner_views.data_delete_form, name="data-delete"),
     path("p/<slug:slug>/audit/", owner_views.audit_page, name="audit"),

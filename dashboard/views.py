@@ -30,6 +30,7 @@ from tracer.projects import (
     RoleInvalid,
     apikey_create,
     apikey_revoke,
+    apikey_split,
     membership_remove,
     membership_save,
 )
@@ -230,8 +231,10 @@ def _settings_context(request: HttpRequest, **extra) -> dict:
         "members": Membership.objects.filter(project=project).select_related("user").order_by("user__username"),
         "keys": ApiKey.objects.filter(project=project).order_by("-created_at"),
         "roles": Membership.Role.choices,
+        "scopes": ApiKey.Scope.choices,
         "page": "settings",
         "otlp_url": request.build_absolute_uri(reverse("otlp-traces")),
+        "api_url": request.build_absolute_uri(reverse("api-traces")),
         **extra,
     }
 
@@ -274,9 +277,29 @@ def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpRespon
 @project_view(Membership.Role.OWNER)
 def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     name = request.POST.get("name", "").strip() or "default"
-    key, secret = apikey_create(project=request.project, name=name[:100], actor=request.user)
+    scope = request.POST.get("scope", ApiKey.Scope.INGEST)
+    if scope not in ApiKey.Scope.values:
+        raise BadRequest(f"scope must be one of {', '.join(ApiKey.Scope.values)}")
+    key, secret = apikey_create(project=request.project, name=name[:100], scopes=(scope,), actor=request.user)
     # The secret is in this response only: it is not stored and cannot be shown again.
-    return render(request, "dashboard/settings.html", _settings_context(request, new_key=key, new_secret=secret))
+    return render(request, "dashboard/settings.html", _settings_context(request, new_keys=[(key, secret)]))
+
+
+@require_POST
+@project_view(Membership.Role.OWNER)
+def key_split(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
+    """Replace a legacy key (ingest + read) by an ingest key and a read key; both secrets shown once."""
+    key = ApiKey.objects.filter(project=request.project, pk=key_id).first()
+    if key is None:
+        raise Http404("no such key")
+    try:
+        split = apikey_split(key=key, actor=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:settings", slug=slug)
+    new_keys = [(split.ingest, split.ingest_secret), (split.read, split.read_secret)]
+    messages.success(request, f"Key {key.prefix}… revoked and split in two: give each secret to its user now.")
+    return render(request, "dashboard/settings.html", _settings_context(request, new_keys=new_keys))
 
 
 @require_POST

@@ -14,7 +14,15 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from tests.factories import ROOT, S, broker_queues_purge, gpu_data_create, project_with_members, user_create
+from tests.factories import (
+    BOTH_SCOPES,
+    ROOT,
+    S,
+    broker_queues_purge,
+    gpu_data_create,
+    project_with_members,
+    user_create,
+)
 from tracer.models import ApiKey, Project
 from tracer.projects import apikey_create
 
@@ -44,14 +52,16 @@ def project_b(db) -> Project:
     return project_with_members("Project B")
 
 
+# key_a and key_b hold both scopes (like a key from before scopes), so that a test can send spans and
+# read them back with one key; tests/test_security_matrix.py checks each scope on its own.
 @pytest.fixture
 def key_a(project_a) -> tuple[ApiKey, str]:
-    return apikey_create(project=project_a)
+    return apikey_create(project=project_a, scopes=BOTH_SCOPES)
 
 
 @pytest.fixture
 def key_b(project_b) -> tuple[ApiKey, str]:
-    return apikey_create(project=project_b)
+    return apikey_create(project=project_b, scopes=BOTH_SCOPES)
 
 
 # --- A live server and a real Celery worker process (integration tests) ----------------------

@@ -23,7 +23,7 @@ from tracer import ingest, otlp
 from tracer.celery import Queues, app
 from tracer.gpu.attribution import gpu_attribute
 from tracer.gpu.prices import endpoint_upsert
-from tracer.models import GpuDevice, GpuSample, IngestBatch, Membership, ModelPrice, Project, Span, Trace
+from tracer.models import ApiKey, GpuDevice, GpuSample, IngestBatch, Membership, ModelPrice, Project, Span, Trace
 from tracer.projects import project_create
 
 MODEL = "acme-test-model"
@@ -162,6 +162,10 @@ def price(
 
 def user_create(name: str) -> User:
     return User.objects.create_user(name, password=f"{name}-password")
+
+
+# A key that may send and read, like one made before scopes existed ("legacy: ingest + read").
+BOTH_SCOPES = (ApiKey.Scope.INGEST, ApiKey.Scope.READ)
 
 
 def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
@@ -343,6 +347,27 @@ def decode_status(body: bytes) -> tuple[int, str]:
         else:
             raise AssertionError(f"unexpected field {field} wire type {wire_type} in a google.rpc.Status")
     return code, message
+
+
+# --- Rate limits ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock for the rate limiters that moves only when told (no sleeps, no wall clock)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def spans_body(count: int, *, first: int = 1, trace: str = TRACE) -> bytes:
+    """A protobuf traces body of `count` root spans sid(first)... of one trace."""
+    return otlp_body(*(otlp_span(sid(first + n), trace=trace, name=f"step {n}") for n in range(count)))
 
 
 # --- The broker and the real worker (integration tests) ---------------------------------------

@@ -66,6 +66,7 @@ def test_createproject_prints_a_key_that_authenticates_for_the_new_project(db) -
     key = apikey_authenticate(secret=secret)
     assert key is not None
     assert key.project == project
+    assert key.scopes == ("ingest",)
 
 
 def test_createproject_stores_only_a_hash_of_the_key(db) -> None:
@@ -128,6 +129,22 @@ def test_createkey_prints_a_new_working_key(project_a, key_a) -> None:
     # The first key still works.
     assert apikey_authenticate(secret=key_a[1]) == key_a[0]
     assert ApiKey.objects.filter(project=project_a).count() == 2
+
+
+def test_createkey_makes_an_ingest_key_unless_asked_for_a_read_key(project_a) -> None:
+    ingest_key = apikey_authenticate(secret=printed_key(run("createkey", "project-a")))
+    read_output = run("createkey", "project-a", "--scope", "read")
+    read_key = apikey_authenticate(secret=printed_key(read_output))
+
+    assert ingest_key.scopes == ("ingest",)
+    assert read_key.scopes == ("read",)
+    assert "Read key (shown once" in read_output
+
+
+def test_createkey_refuses_an_unknown_scope(project_a) -> None:
+    with pytest.raises(CommandError, match="invalid choice: 'admin'"):
+        run("createkey", "project-a", "--scope", "admin")
+    assert not ApiKey.objects.exists()
 
 
 def test_createkey_refuses_an_unknown_slug(project_a) -> None:

@@ -15,6 +15,7 @@ from tests.factories import MODEL, NOW, crew_trace, ingest_spans, otlp_span, pri
 from tracer.celery import app as celery_app
 from tracer.models import ApiKey, Membership, ModelPrice, Project, Span, Trace
 from tracer.pricing import REPRICE_TASK, spans_reprice
+from tracer.projects import apikey_authenticate
 
 
 @pytest.fixture
@@ -326,13 +327,59 @@ def test_a_bad_price_is_refused_with_the_reason_and_nothing_is_stored(client, pr
 def test_an_owner_creates_a_key_seen_once_and_revokes_it(client, project_a, alice) -> None:
     login(client, alice)
     response = client.post(f"/p/{project_a.slug}/settings/keys", {"name": "ci"})
-    secret = response.context["new_secret"]
+    ((key, secret),) = response.context["new_keys"]
     assert secret in response.content.decode()
+    assert key.scopes == ("ingest",)
     key = ApiKey.objects.get(project=project_a, name="ci")
     assert key.key_hash != secret and secret not in client.get(f"/p/{project_a.slug}/settings/").content.decode()
     client.post(f"/p/{project_a.slug}/settings/keys/{key.pk}/revoke")
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_an_owner_chooses_a_read_key_and_sees_each_keys_scope(client, project_a, alice, key_a) -> None:
+    login(client, alice)
+    response = client.post(f"/p/{project_a.slug}/settings/keys", {"name": "reports", "scope": "read"})
+
+    ((key, secret),) = response.context["new_keys"]
+    assert apikey_authenticate(secret=secret).scopes == ("read",)
+    html = response.content.decode()
+    assert "New read key" in html
+    scopes = dict(re.findall(r'<tr data-key="([^"]+)">.*?<td data-scope>([^<]+)</td>', html))
+    assert scopes == {key.prefix: "read", key_a[0].prefix: "legacy: ingest + read"}
+
+
+def test_a_key_with_an_unknown_scope_is_refused(client, project_a, alice) -> None:
+    response = login(client, alice).post(f"/p/{project_a.slug}/settings/keys", {"name": "x", "scope": "admin"})
+    assert response.status_code == 400
+    assert not ApiKey.objects.filter(project=project_a, name="x").exists()
+
+
+def test_an_owner_splits_a_legacy_key_into_an_ingest_key_and_a_read_key(client, project_a, alice, key_a) -> None:
+    legacy, legacy_secret = key_a
+    login(client, alice)
+    assert "Split into ingest + read" in client.get(f"/p/{project_a.slug}/settings/").content.decode()
+
+    response = client.post(f"/p/{project_a.slug}/settings/keys/{legacy.pk}/split")
+
+    assert response.status_code == 200
+    (ingest_key, ingest_secret), (read_key, read_secret) = response.context["new_keys"]
+    html = response.content.decode()
+    assert ingest_secret in html and read_secret in html
+    assert apikey_authenticate(secret=legacy_secret) is None
+    assert apikey_authenticate(secret=ingest_secret).scopes == ("ingest",)
+    assert apikey_authenticate(secret=read_secret).scopes == ("read",)
+    assert ingest_key.name == read_key.name == legacy.name
+    # Splitting twice does nothing more.
+    again = client.post(f"/p/{project_a.slug}/settings/keys/{legacy.pk}/split", follow=True)
+    assert "is not an active legacy key" in again.content.decode()
+    assert ApiKey.objects.filter(project=project_a, revoked_at__isnull=True).count() == 2
+
+
+def test_only_an_owner_splits_a_key_and_only_of_their_project(client, project_a, bob, alice, key_a, key_b) -> None:
+    assert login(client, bob).post(f"/p/{project_a.slug}/settings/keys/{key_a[0].pk}/split").status_code == 403
+    assert login(client, alice).post(f"/p/{project_a.slug}/settings/keys/{key_b[0].pk}/split").status_code == 404
+    assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 0
 
 
 def test_an_owner_adds_changes_and_removes_a_member(client, project_a, alice, charlie) -> None:

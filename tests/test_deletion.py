@@ -16,6 +16,7 @@ from tests.factories import ingest_spans, otlp_body, otlp_span, sid, tid
 from tracer import ingest, otlp
 from tracer.deletion import DeletionBusy, DeletionInvalid, data_delete
 from tracer.models import ApiKey, AuditEvent, IngestBatch, Project, Span, Trace
+from tracer.projects import apikey_create
 
 T1, T2, T3 = tid(1), tid(2), tid(3)
 
@@ -267,25 +268,30 @@ def bearer(key: tuple[ApiKey, str]) -> dict[str, str]:
         pytest.param("/api/v1/users/u1", {T2, T3}, id="user"),
     ],
 )
-def test_an_api_key_deletes_in_its_project(client, project_a, project_b, key_a, data, url: str, left: set[str]) -> None:
-    response = client.delete(url, **bearer(key_a))
+def test_an_owner_deletes_in_the_project_through_the_api(
+    client, project_a, project_b, alice, data, url: str, left: set[str]
+) -> None:
+    client.force_login(alice)
+    response = client.delete(f"{url}?project={project_a.slug}")
 
     assert response.status_code == 200, response.content
     assert response.json()["deleted"]["traces"] == 1
     assert set(stored(project_a)) == left
     assert stored(project_b) == {T1: {sid(1)}}
     event = AuditEvent.objects.get(action=AuditEvent.Action.DATA_DELETE)
-    assert event.actor is None
-    assert event.details["via"] == f"API key {key_a[0].prefix}…"
+    assert event.actor == alice
+    assert event.details["via"] == "API"
 
 
-def test_another_projects_key_deletes_nothing_here(client, project_a, project_b, key_b, data) -> None:
-    assert client.delete(f"/api/v1/traces/{T1}?project={project_a.slug}", **bearer(key_b)).status_code == 404
-    response = client.delete(f"/api/v1/traces/{T1}", **bearer(key_b))
+@pytest.mark.parametrize("scopes", [("read",), ("ingest",), ("ingest", "read")], ids=["read", "ingest", "legacy"])
+def test_no_api_key_deletes(client, project_a, data, scopes: tuple[str, ...]) -> None:
+    key = apikey_create(project=project_a, scopes=scopes)
 
-    assert response.status_code == 200
-    assert stored(project_b) == {}
+    response = client.delete(f"/api/v1/traces/{T1}", **bearer(key))
+
+    assert response.status_code == 403
     assert set(stored(project_a)) == {T1, T2, T3}
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.DATA_DELETE).exists()
 
 
 def test_an_owner_deletes_through_the_api_with_a_csrf_token(project_a, alice, data) -> None:
@@ -317,23 +323,26 @@ def test_only_an_owner_of_the_project_deletes_through_the_api(
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.DATA_DELETE).exists()
 
 
-def test_the_api_answers_401_400_409_and_still_reads_a_trace(client, project_a, key_a, data) -> None:
+def test_the_api_answers_401_400_409_and_still_reads_a_trace(client, project_a, alice, data) -> None:
     assert client.delete(f"/api/v1/traces/{T1}").status_code == 401
-    assert client.delete("/api/v1/traces/not-an-id", **bearer(key_a)).status_code == 400
-    assert client.get(f"/api/v1/traces/{T1}", **bearer(key_a)).json()["trace"]["trace_id"] == T1
-    assert client.post("/api/v1/sessions/s1", **bearer(key_a)).status_code == 405
+    client.force_login(alice)
+    query = f"?project={project_a.slug}"
+    assert client.delete(f"/api/v1/traces/not-an-id{query}").status_code == 400
+    assert client.get(f"/api/v1/traces/{T1}{query}").json()["trace"]["trace_id"] == T1
+    assert client.post(f"/api/v1/sessions/s1{query}").status_code == 405
     IngestBatch.objects.filter(pk=data["mixed"].pk).update(status=IngestBatch.Status.PROCESSING)
 
-    busy = client.delete(f"/api/v1/traces/{T1}", **bearer(key_a))
+    busy = client.delete(f"/api/v1/traces/{T1}{query}")
 
     assert busy.status_code == 409 and busy["Retry-After"] == "5"
     assert set(stored(project_a)) == {T1, T2, T3}
 
 
-def test_a_session_id_may_hold_a_slash(client, project_a, key_a) -> None:
+def test_a_session_id_may_hold_a_slash(client, project_a, alice) -> None:
     ingest_spans(project_a, otlp_span(sid(1), trace=T1, attrs={"session.id": "chat/7"}))
+    client.force_login(alice)
 
-    response = client.delete("/api/v1/sessions/chat/7", **bearer(key_a))
+    response = client.delete(f"/api/v1/sessions/chat/7?project={project_a.slug}")
 
     assert response.status_code == 200 and response.json()["deleted"]["traces"] == 1
 

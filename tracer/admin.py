@@ -19,14 +19,29 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "created_at"]}),
+        (
+            "Rate limits",
+            {
+                "description": "Empty: the server's OCTOTRACE_RATE_* setting; 0: no limit (docs/security.md).",
+                "fields": [
+                    ("rate_ingest_rps", "rate_key_ingest_rps"),
+                    ("rate_ingest_spans_per_s", "rate_key_ingest_spans_per_s"),
+                    ("rate_read_per_min", "rate_key_read_per_min"),
+                ],
+            },
+        ),
+    ]
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "project", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["project"]
-    # Keys are created with `manage.py createkey` (the secret is shown once there).
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    list_display = ["prefix", "name", "project", "scope_label", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["project", "scope_ingest", "scope_read"]
+    # Keys are created with `manage.py createkey` or on the settings page (the secret is shown once
+    # there); a key's scopes never widen: a legacy key is split there into an ingest and a read key.
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at", "scope_ingest", "scope_read"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,9 +1,10 @@
 """The read API (JSON): traces, one trace with its call tree, effective prices; and deletion on
 request of a trace, a session or a user's data (owners). See docs/api.md.
 
-Authenticated by an API key of the project (`Authorization: Bearer`, or `x-octotrace-key`), or by
-a logged-in member of the project named with `?project=<slug>`. A project the caller cannot see
-is a 404, like an unknown id, so ids of other tenants cannot be probed.
+Authenticated by an API key of the project with the read scope (`Authorization: Bearer`, or
+`x-octotrace-key`), or by a logged-in member of the project named with `?project=<slug>`, within
+the read rate limits. A project the caller cannot see is a 404, like an unknown id, so ids of
+other tenants cannot be probed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from tracer import tree
+from tracer import ratelimit, tree
 from tracer.deletion import DeletionBusy, DeletionInvalid, data_delete
 from tracer.gpu.attribution import gpu_by_agent
-from tracer.models import Membership, Project, Span, Trace
+from tracer.models import ApiKey, Membership, Project, Span, Trace
 from tracer.pricing import prices_effective
 from tracer.projects import apikey_authenticate, membership_for
 from tracer.views import request_secret
@@ -80,15 +81,23 @@ def _error(status: int, message: str) -> JsonResponse:
 
 
 def request_project(request: HttpRequest) -> Project | JsonResponse:
+    """The project a read API request may read, or the error response to send.
+
+    The one gate of every read endpoint (this module's and the CSV export API): an active key with
+    the read scope (else 401 / 403), or a logged-in member naming the project (else 401 / 404), within
+    the read rate limits (else 429 with Retry-After).
+    """
     secret = request_secret(request)
     slug = request.GET.get("project", "")
     if secret:
         key = apikey_authenticate(secret=secret)
         if key is None:
             return _error(401, "missing, unknown or revoked API key")
+        if not key.has_scope(ApiKey.Scope.READ):
+            return _error(403, "this API key has the ingest scope only: read the API with a read key")
         if slug and slug != key.project.slug:
             raise Http404("no such project")
-        return key.project
+        return _admitted(key.project, ratelimit.read_admit(project=key.project, key=key))
     if not request.user.is_authenticated:
         return _error(401, "authenticate with an API key or log in")
     if not slug:
@@ -96,7 +105,15 @@ def request_project(request: HttpRequest) -> Project | JsonResponse:
     membership = membership_for(user=request.user, slug=slug)
     if membership is None:
         raise Http404("no such project")
-    return membership.project
+    return _admitted(membership.project, ratelimit.read_admit(project=membership.project, user_id=request.user.pk))
+
+
+def _admitted(project: Project, refusal: ratelimit.Refusal | None) -> Project | JsonResponse:
+    if refusal is None:
+        return project
+    response = _error(429, refusal.reason)
+    response["Retry-After"] = str(refusal.retry_after)
+    return response
 
 
 def datetime_ns(name: str, value: str) -> int:
@@ -306,21 +323,20 @@ def user_delete(request: HttpRequest, user_id: str) -> JsonResponse:
 
 
 def _data_delete(request: HttpRequest, **chosen: str) -> JsonResponse:
-    """Delete on request (tracer/deletion.py): an API key of the project, or a logged-in owner
-    (with Django's CSRF check, as a form would have: these views are exempt for keys only)."""
+    """Delete on request (tracer/deletion.py): owners only, so a logged-in owner (with Django's CSRF
+    check, as a form would have: these views are exempt only so that a key gets its own answer). No
+    API key deletes: an ingest key sends, a read key reads, and neither belongs to an owner."""
     project = request_project(request)
     if isinstance(project, JsonResponse):
         return project
-    secret = request_secret(request)
-    if secret:
-        actor, via = None, f"API key {secret[:12]}…"
-    else:
-        if CsrfViewMiddleware(lambda _: None).process_view(request, None, (), {}) is not None:
-            return _error(403, "CSRF check failed: send the csrftoken cookie's value in an X-CSRFToken header")
-        role = Membership.objects.filter(project=project, user=request.user).values_list("role", flat=True).first()
-        if role != Membership.Role.OWNER:
-            return _error(403, f"only an owner of {project.name} deletes data")
-        actor, via = request.user, "API"
+    if request_secret(request):
+        return _error(403, "deleting data needs an owner's login: API keys never delete")
+    if CsrfViewMiddleware(lambda _: None).process_view(request, None, (), {}) is not None:
+        return _error(403, "CSRF check failed: send the csrftoken cookie's value in an X-CSRFToken header")
+    role = Membership.objects.filter(project=project, user=request.user).values_list("role", flat=True).first()
+    if role != Membership.Role.OWNER:
+        return _error(403, f"only an owner of {project.name} deletes data")
+    actor, via = request.user, "API"
     try:
         result = data_delete(project=project, actor=actor, via=via, **chosen)
     except DeletionInvalid as exc:

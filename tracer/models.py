@@ -14,6 +14,14 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Rate-limit overrides (tracer/ratelimit.py, docs/security.md). NULL: the server's OCTOTRACE_RATE_*
+    # setting; 0: no limit. The project figures bound all its keys together, the key figures each key.
+    rate_ingest_rps = models.PositiveIntegerField(null=True, blank=True)
+    rate_ingest_spans_per_s = models.PositiveIntegerField(null=True, blank=True)
+    rate_read_per_min = models.PositiveIntegerField(null=True, blank=True)
+    rate_key_ingest_rps = models.PositiveIntegerField(null=True, blank=True)
+    rate_key_ingest_spans_per_s = models.PositiveIntegerField(null=True, blank=True)
+    rate_key_read_per_min = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -49,6 +57,12 @@ def hash_key(secret: str) -> str:
 
 
 class ApiKey(models.Model):
+    class Scope(models.TextChoices):
+        # POST /v1/traces and /v1/metrics: what agent hosts hold.
+        INGEST = "ingest"
+        # The JSON API (/api/v1/...) and the CSV export API: what reads prompts, costs and prices.
+        READ = "read"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, default="default")
     # The first characters of the secret, shown in lists so users can tell keys apart.
@@ -57,6 +71,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # What the key may do. New keys hold one scope; keys made before scopes existed hold both
+    # (migration 0007: "legacy: ingest + read"), until an owner splits them.
+    scope_ingest = models.BooleanField(default=True)
+    scope_read = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.project})"
@@ -64,6 +82,23 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        held = {self.Scope.INGEST: self.scope_ingest, self.Scope.READ: self.scope_read}
+        return tuple(scope for scope, on in held.items() if on)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @property
+    def is_legacy(self) -> bool:
+        """Both scopes: a key from before scopes, which an owner should split in two."""
+        return self.scope_ingest and self.scope_read
+
+    @property
+    def scope_label(self) -> str:
+        return "legacy: ingest + read" if self.is_legacy else " + ".join(self.scopes) or "none"
 
     @staticmethod
     def new_secret() -> str:

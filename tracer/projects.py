@@ -1,7 +1,9 @@
-"""Projects, memberships and ingest keys."""
+"""Projects, memberships and API keys (scoped: ingest or read)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -115,14 +117,63 @@ def membership_remove(*, project: Project, actor: AbstractBaseUser, member_id: i
 
 
 def apikey_create(
-    *, project: Project, name: str = "default", actor: AbstractBaseUser | None = None
+    *,
+    project: Project,
+    name: str = "default",
+    scopes: Collection[str] = (ApiKey.Scope.INGEST,),
+    actor: AbstractBaseUser | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns it with its secret, which is not stored and cannot be shown again.
-    Audited, with `actor` None for a command."""
+    """Create a key with these scopes (ingest unless asked); returns it with its secret, which is
+    not stored and cannot be shown again. Audited, with `actor` None for a command."""
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(ApiKey.Scope.values)}, not {sorted(scopes)!r}")
     secret = ApiKey.new_secret()
-    key = ApiKey.objects.create(project=project, name=name, prefix=secret[:12], key_hash=hash_key(secret))
-    audit_record(project=project, actor=actor, action=Action.KEY_CREATE, target=_key_target(key), details={})
+    key = ApiKey.objects.create(
+        project=project,
+        name=name,
+        prefix=secret[:12],
+        key_hash=hash_key(secret),
+        scope_ingest=ApiKey.Scope.INGEST in scopes,
+        scope_read=ApiKey.Scope.READ in scopes,
+    )
+    audit_record(
+        project=project,
+        actor=actor,
+        action=Action.KEY_CREATE,
+        target=_key_target(key),
+        details={"scopes": sorted(scopes)},
+    )
     return key, secret
+
+
+@dataclass(frozen=True, slots=True)
+class KeySplit:
+    """The two keys that replace a legacy key, with their secrets (shown once)."""
+
+    ingest: ApiKey
+    ingest_secret: str
+    read: ApiKey
+    read_secret: str
+
+
+def apikey_split(*, key: ApiKey, actor: AbstractBaseUser | None = None) -> KeySplit:
+    """Replace a legacy key (both scopes) by an ingest key and a read key of the same name, and
+    revoke it, all at once (audited). Raises ValueError for a key that is not legacy or not active."""
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True, scope_ingest=True, scope_read=True).update(
+            revoked_at=timezone.now()
+        )
+        if not revoked:
+            raise ValueError(f"key {key.prefix}… is not an active legacy key")
+        audit_record(
+            project=key.project, actor=actor, action=Action.KEY_REVOKE, target=_key_target(key), details={"split": True}
+        )
+        ingest, ingest_secret = apikey_create(
+            project=key.project, name=key.name, scopes=(ApiKey.Scope.INGEST,), actor=actor
+        )
+        read, read_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.READ,), actor=actor)
+    return KeySplit(ingest=ingest, ingest_secret=ingest_secret, read=read, read_secret=read_secret)
 
 
 def apikey_revoke(*, key: ApiKey, actor: AbstractBaseUser | None = None) -> None:

@@ -6,14 +6,12 @@ from django.conf import settings
 from django.db import migrations, models
 
 # The audit log (tracer/audit.py): a new table, nothing else touched.
-# Numbered 0008 because 0007 is the key scopes' migration (another branch); until both are on one
-# branch this one depends on 0006, and the merge points it at 0007.
 
 
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracer', '0006_stored_batch'),
+        ('tracer', '0007_key_scopes_rate_limits'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
