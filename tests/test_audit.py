@@ -128,8 +128,11 @@ def test_setting_changing_and_removing_a_budget_are_audited(owner, project_a, al
         "email_to": "",
         # The host only: the path may carry the webhook's token.
         "webhook_host": "hooks.example",
+        # A new webhook URL gets a new signing secret (shown once, never recorded).
+        "webhook_secret_issued": True,
     }
     assert (second.details["amount_usd"], second.details["previous_amount_usd"]) == ("7.50", "5.00")
+    assert second.details["webhook_secret_issued"] is False
     removed = only(project_a, Action.BUDGET_DELETE)
     assert (removed.actor, removed.details) == (alice, {"amount_usd": "7.50"})
 
