@@ -402,3 +402,53 @@ class Endpoint(models.Model):
     def __str__(self) -> str:
         port = f":{self.server_port}" if self.server_port else ""
         return f"{self.name} ({self.server_address}{port})"
+
+
+class Message(models.Model):
+    """One distinct captured message (a prompt or completion message, a system instruction, a content
+    event's attributes) of a project, stored once however many calls re-send it (tracer/messages.py).
+    Spans keep references in place of the text."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # sha256 hex of `content` uncompressed (the message's canonical JSON, tracer.messages.canonical).
+    hash = models.CharField(max_length=64)
+    # zlib of the canonical JSON's UTF-8 bytes.
+    content = models.BinaryField()
+    # Bytes of the canonical JSON, uncompressed.
+    size = models.PositiveIntegerField(default=0)
+    # ceil(characters of its text / 4), the SDK's estimate (octotrace._fingerprint), computed once.
+    tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Ingest inserts ON CONFLICT DO NOTHING on this key; readers fetch by (project, hash).
+            models.UniqueConstraint(fields=["project", "hash"], name="message_project_hash_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.hash[:12]}"
+
+
+class MessageChain(models.Model):
+    """One distinct ordered list prefix of messages: a list of n messages is the chain of its n
+    prefixes, each naming its parent, so a span references a whole conversation by one hash and a
+    60-turn session stores each prefix once instead of each call re-listing every earlier hash."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # sha256 hex of "<parent hash>:<message hash>" ("" parent for the first message).
+    hash = models.CharField(max_length=64)
+    parent = models.CharField(max_length=64, blank=True, default="")
+    message = models.CharField(max_length=64)
+    # Number of messages in the prefix (1 for the first).
+    length = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Ingest inserts ON CONFLICT DO NOTHING on this key; the reader walks parents by it.
+            models.UniqueConstraint(fields=["project", "hash"], name="messagechain_project_hash_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chain {self.hash[:12]} ({self.length})"
