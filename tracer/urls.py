@@ -11,5 +11,6 @@ urlpatterns = [
     path("v1/metrics", views.otlp_metrics, name="otlp-metrics"),
     path("api/v1/traces", api.traces_list, name="api-traces"),
     path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api-trace"),
+    path("api/v1/traces/<str:trace_id>/spans/<str:span_id>", api.span_detail, name="api-span"),
     path("api/v1/prices", api.prices_list, name="api-prices"),
 ]
