@@ -7,9 +7,20 @@ from typing import Any
 
 import pytest
 
-from tests.factories import CORPUS_CAPTURES, corpus_protobuf, ingest_spans, otlp_body, session_spans, sid, tid
+from dashboard import selectors
+from reports.waste import waste_compute
+from tests.factories import (
+    CORPUS_CAPTURES,
+    corpus_protobuf,
+    ingest_spans,
+    otlp_body,
+    price,
+    session_spans,
+    sid,
+    tid,
+)
 from tracer import ingest, messages, otlp
-from tracer.models import ApiKey, Message, MessageChain, Project, Span
+from tracer.models import ApiKey, Message, MessageChain, Project, Span, Trace
 
 
 def bearer(key: tuple[ApiKey, str]) -> dict[str, str]:
@@ -175,3 +186,25 @@ def test_restoring_many_spans_takes_two_queries(django_assert_num_queries, proje
         messages.spans_restore(project_id=project_a.pk, spans=spans)
 
     assert all("gen_ai.input.messages" in span.attributes for span in spans)
+
+
+def test_the_span_drawer_shows_the_text_as_sent(project_a) -> None:
+    body = otlp_body(*session_spans(3))
+    ingest_body(project_a, body)
+
+    for record in sent_spans(body):
+        span = selectors.span_detail(project=project_a, trace_id=record.trace_id, span_id=record.span_id)
+        assert (span.attributes, span.events) == (record.attributes, record.events)
+
+
+def test_the_waste_report_reads_the_same_with_the_store_on_or_off(settings, project_a, project_b) -> None:
+    price(input="2", cached_input="0.5", output="10", pattern="gpt-4o-mini")
+    ingest_spans(project_a, *session_spans(8))
+    settings.OCTOTRACE_MESSAGE_STORE = False
+    ingest_spans(project_b, *session_spans(8))
+
+    on = waste_compute(project=project_a, traces=Trace.objects.filter(project=project_a))
+    off = waste_compute(project=project_b, traces=Trace.objects.filter(project=project_b))
+
+    assert on == off
+    assert on["totals"]["resent_tokens"] > 0

@@ -55,6 +55,7 @@ _FLAT = re.compile("(" + "|".join(re.escape(p) for p in FLAT_PREFIXES) + r")(\d+
 # ensure_ascii). The index is what a span keeps; the first is Python's default (most SDKs).
 _FORMATS = ((", ", ": ", True), (",", ":", True), (", ", ": ", False), (",", ":", False))
 _EVENT_PREFIX = "gen_ai."
+SINGLE = "="
 
 
 def canonical(value: Any) -> str:
@@ -102,6 +103,10 @@ class Store:
         return digest
 
     def chain(self, hashes: list[str]) -> str:
+        """The head of the chain of these messages; a single message is referenced as itself
+        ("=" + its hash): an answer's one-message list needs no chain row."""
+        if len(hashes) == 1:
+            return SINGLE + hashes[0]
         parent = ""
         for length, message in enumerate(hashes, 1):
             node = hashlib.sha256(f"{parent}:{message}".encode()).hexdigest()
@@ -198,7 +203,10 @@ def store_write(*, project_id: int, store: Store) -> None:
     now = timezone.now()
     if store.messages:
         existing = set(
-            Message.objects.filter(project_id=project_id, hash__in=list(store.messages)).values_list("hash", flat=True)
+            bytes(digest).hex()
+            for digest in Message.objects.filter(
+                project_id=project_id, hash__in=[bytes.fromhex(h) for h in store.messages]
+            ).values_list("hash", flat=True)
         )
         new = sorted(h for h in store.messages if h not in existing)
         if new:
@@ -209,7 +217,7 @@ def store_write(*, project_id: int, store: Store) -> None:
                 rows.append(
                     Message(
                         project_id=project_id,
-                        hash=digest,
+                        hash=bytes.fromhex(digest),
                         content=zlib.compress(data),
                         size=len(data),
                         tokens=token_estimate(_text_of(value)),
@@ -222,7 +230,12 @@ def store_write(*, project_id: int, store: Store) -> None:
         MessageChain.objects.bulk_create(
             [
                 MessageChain(
-                    project_id=project_id, hash=node, parent=parent, message=message, length=length, created_at=now
+                    project_id=project_id,
+                    hash=bytes.fromhex(node),
+                    parent=bytes.fromhex(parent),
+                    message=bytes.fromhex(message),
+                    length=length,
+                    created_at=now,
                 )
                 for node, (parent, message, length) in sorted(store.chains.items())
             ],
@@ -237,9 +250,10 @@ def _refs(attributes: Any, events: Any, heads: set[str], messages: set[str]) -> 
     marker = attributes.get(MARKER) if isinstance(attributes, dict) else None
     if isinstance(marker, dict):
         for head, _, *rest in marker.get("j", {}).values():
-            heads.add(head)
+            (messages if head.startswith(SINGLE) else heads).add(head.removeprefix(SINGLE))
             messages.update(rest)
-        heads.update(head for _, head in marker.get("f", {}).values())
+        for _, head in marker.get("f", {}).values():
+            (messages if head.startswith(SINGLE) else heads).add(head.removeprefix(SINGLE))
     for event in events or ():
         ref = (event.get("attributes") or {}).get(MARKER)
         if isinstance(ref, str):
@@ -261,10 +275,10 @@ def _chains_fetch(project_id: int, heads: set[str]) -> dict[str, list[str]]:
             f" SELECT c.hash, c.parent, c.message FROM {table} c JOIN walk w"
             f" ON c.project_id = %s AND c.hash = w.parent"
             f") SELECT hash, parent, message FROM walk",
-            [project_id, *heads, project_id],
+            [project_id, *(bytes.fromhex(h) for h in heads), project_id],
         )
         for node, parent, message in cursor.fetchall():
-            parents[node] = (parent, message)
+            parents[bytes(node).hex()] = (bytes(parent).hex(), bytes(message).hex())
     out: dict[str, list[str]] = {}
     for head in heads:
         hashes: list[str] = []
@@ -284,10 +298,10 @@ def _messages_fetch(project_id: int, hashes: set[str]) -> dict[str, Any]:
     if not hashes:
         return {}
     return {
-        digest: json.loads(zlib.decompress(bytes(content)).decode("utf-8", "surrogatepass"))
-        for digest, content in Message.objects.filter(project_id=project_id, hash__in=list(hashes)).values_list(
-            "hash", "content"
-        )
+        bytes(digest).hex(): json.loads(zlib.decompress(bytes(content)).decode("utf-8", "surrogatepass"))
+        for digest, content in Message.objects.filter(
+            project_id=project_id, hash__in=[bytes.fromhex(h) for h in hashes]
+        ).values_list("hash", "content")
     }
 
 
@@ -300,19 +314,23 @@ def _attributes_restore(attributes: Any, chains: dict[str, list[str]], messages:
         if "x" in marker:
             out[MARKER] = marker["x"]
         for key, (head, fmt, *rest) in marker.get("j", {}).items():
-            items = [messages[h] for h in chains[head]]
+            items = [messages[h] for h in _hashes(head, chains)]
             # The request object's other keys, in their order, "messages" in its place.
             out[key] = _dumps({**messages[rest[0]], "messages": items} if rest else items, fmt)
         for prefix, (indexes, head) in marker.get("f", {}).items():
             if isinstance(indexes, int):
                 indexes = [str(i) for i in range(indexes)]
-            for index, digest in zip(indexes, chains[head], strict=True):
+            for index, digest in zip(indexes, _hashes(head, chains), strict=True):
                 for suffix, value in messages[digest].items():
                     out[f"{prefix}{index}.{suffix}"] = value
     except (KeyError, ValueError):
         # A message missing from the store (never deleted while referenced): show what is stored.
         return attributes
     return out
+
+
+def _hashes(head: str, chains: dict[str, list[str]]) -> list[str]:
+    return [head[1:]] if head.startswith(SINGLE) else chains[head]
 
 
 def _events_restore(events: Any, messages: dict[str, Any]) -> Any:

@@ -410,8 +410,9 @@ class Message(models.Model):
     Spans keep references in place of the text."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
-    # sha256 hex of `content` uncompressed (the message's canonical JSON, tracer.messages.canonical).
-    hash = models.CharField(max_length=64)
+    # sha256 of `content` uncompressed (the message's canonical JSON, tracer.messages.canonical);
+    # raw bytes, half the size of hex in the row and the index (spans name it in hex).
+    hash = models.BinaryField(max_length=32)
     # zlib of the canonical JSON's UTF-8 bytes.
     content = models.BinaryField()
     # Bytes of the canonical JSON, uncompressed.
@@ -427,7 +428,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"message {self.hash[:12]}"
+        return f"message {bytes(self.hash).hex()[:12]}"
 
 
 class MessageChain(models.Model):
@@ -436,10 +437,10 @@ class MessageChain(models.Model):
     60-turn session stores each prefix once instead of each call re-listing every earlier hash."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
-    # sha256 hex of "<parent hash>:<message hash>" ("" parent for the first message).
-    hash = models.CharField(max_length=64)
-    parent = models.CharField(max_length=64, blank=True, default="")
-    message = models.CharField(max_length=64)
+    # sha256 of "<parent hash hex>:<message hash hex>" (b"" parent for the first message); raw bytes.
+    hash = models.BinaryField(max_length=32)
+    parent = models.BinaryField(max_length=32, blank=True, default=b"")
+    message = models.BinaryField(max_length=32)
     # Number of messages in the prefix (1 for the first).
     length = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
@@ -451,4 +452,4 @@ class MessageChain(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"chain {self.hash[:12]} ({self.length})"
+        return f"chain {bytes(self.hash).hex()[:12]} ({self.length})"
