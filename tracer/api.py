@@ -22,7 +22,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from tracer import ratelimit, tree
+from tracer import messages, ratelimit, tree
 from tracer.deletion import DeletionBusy, DeletionInvalid, data_delete
 from tracer.gpu.attribution import gpu_by_agent
 from tracer.models import ApiKey, Membership, Project, Span, Trace
@@ -269,6 +269,36 @@ def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
             "tree": tree.nested(forest),
         }
     )
+
+
+# What one span's detail returns besides SPAN_FIELDS: everything as received.
+RAW_SPAN_FIELDS = (
+    "trace_id",
+    "scope_name",
+    "scope_version",
+    "resource_attributes",
+    "attributes",
+    "events",
+    "links",
+)
+
+
+@require_GET
+def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> JsonResponse:
+    """One span with its attributes, resource attributes, events and links as received (captured
+    messages reassembled from the message store, tracer/messages.py)."""
+    project = request_project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    span = (
+        Span.objects.filter(project=project, trace_id=trace_id.lower(), span_id=span_id.lower())
+        .values(*SPAN_FIELDS, *RAW_SPAN_FIELDS)
+        .first()
+    )
+    if span is None:
+        raise Http404("no such span")
+    messages.spans_restore(project_id=project.pk, spans=[span])
+    return _json({"span": span})
 
 
 @require_GET
