@@ -312,6 +312,7 @@ def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
             amount_usd=request.POST.get("amount_usd", ""),
             email_to=request.POST.get("email_to", ""),
             webhook_url=request.POST.get("webhook_url", ""),
+            actor=request.user,
         )
     except budgets.BadBudget as exc:
         context = _budgets_context(request, error=str(exc), form=request.POST)
@@ -327,7 +328,7 @@ def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
 def budget_webhook_rotate(request: HttpRequest, slug: str) -> HttpResponse:
     period = request.POST.get("period", "")
     try:
-        secret = budgets.budget_webhook_secret_rotate(project=request.project, period=period)
+        secret = budgets.budget_webhook_secret_rotate(project=request.project, period=period, actor=request.user)
     except budgets.BadBudget as exc:
         return render(request, "dashboard/reports/budgets.html", _budgets_context(request, error=str(exc)), status=400)
     return _webhook_secret_page(request, period=period, secret=secret)
@@ -336,6 +337,6 @@ def budget_webhook_rotate(request: HttpRequest, slug: str) -> HttpResponse:
 @project_view(min_role=Membership.Role.OWNER)
 @require_POST
 def budget_delete(request: HttpRequest, slug: str) -> HttpResponse:
-    budgets.budget_delete(project=request.project, period=request.POST.get("period", ""))
+    budgets.budget_delete(project=request.project, period=request.POST.get("period", ""), actor=request.user)
     messages.success(request, "Budget removed.")
     return redirect("dashboard:budgets", slug=slug)

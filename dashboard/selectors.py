@@ -18,7 +18,7 @@ from django.utils import timezone
 from dashboard import charts
 from dashboard.filters import NS, TimeRange
 from reports.usage import TOKEN_SUMS
-from tracer import tree
+from tracer import messages, tree
 from tracer.api import BadParameter, traces_filtered
 from tracer.models import Project, Span, Trace
 
@@ -302,7 +302,11 @@ def trace_view(*, project: Project, trace_id: str) -> TraceView | None:
 
 
 def span_detail(*, project: Project, trace_id: str, span_id: str) -> Span | None:
-    return Span.objects.filter(project=project, trace_id=trace_id.lower(), span_id=span_id.lower()).first()
+    """One span, its attributes and events as received (messages put back from the message store)."""
+    span = Span.objects.filter(project=project, trace_id=trace_id.lower(), span_id=span_id.lower()).first()
+    if span is not None:
+        messages.spans_restore(project_id=project.pk, spans=[span])
+    return span
 
 
 # Attributes that hold captured prompts and completions, by convention.

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import gpu_views, logins, report_views, views
+from dashboard import gpu_views, logins, owner_views, report_views, views
 
 app_name = "dashboard"
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("p/<slug:slug>/traces/", views.traces, name="traces"),
     path("p/<slug:slug>/traces/<str:trace_id>/", views.trace_detail, name="trace"),
     path("p/<slug:slug>/traces/<str:trace_id>/children", views.trace_children, name="trace-children"),
+    path("p/<slug:slug>/traces/<str:trace_id>/delete", owner_views.trace_delete, name="trace-delete"),
     path("p/<slug:slug>/traces/<str:trace_id>/spans/<str:span_id>", views.span_panel, name="span-panel"),
     path("p/<slug:slug>/agents/", views.agents, name="agents"),
     path("p/<slug:slug>/models/", views.models, name="models"),
@@ -29,6 +30,10 @@ urlpatterns = [
     path("p/<slug:slug>/settings/keys", views.key_create, name="key-create"),
     path("p/<slug:slug>/settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
     path("p/<slug:slug>/settings/keys/<int:key_id>/split", views.key_split, name="key-split"),
+    # Owners: deletion on request and the audit log (dashboard/owner_views.py)
+    path("p/<slug:slug>/settings/delete", owner_views.data_delete_form, name="data-delete"),
+    path("p/<slug:slug>/audit/", owner_views.audit_page, name="audit"),
+    path("p/<slug:slug>/audit.csv", owner_views.audit_csv, name="audit-csv"),
     # Reports (dashboard/report_views.py)
     path("p/<slug:slug>/export/<str:kind>.csv", report_views.export_csv, name="export"),
     path("p/<slug:slug>/reports/", report_views.roi_page, name="roi"),

@@ -185,6 +185,7 @@ def price_add(request: HttpRequest, slug: str) -> HttpResponse:
             reasoning=form.get("reasoning", ""),
             valid_from=form.get("valid_from", ""),
             note=form.get("note", ""),
+            actor=request.user,
         )
     except PriceInvalid as exc:
         for error in exc.messages:
@@ -209,7 +210,7 @@ def _prices_context(request: HttpRequest) -> dict:
 @project_view(Membership.Role.OWNER)
 def price_delete(request: HttpRequest, slug: str, price_id: int) -> HttpResponse:
     try:
-        price_override_delete(project=request.project, price_id=price_id)
+        price_override_delete(project=request.project, price_id=price_id, actor=request.user)
     except ModelPrice.DoesNotExist:
         raise Http404("no such price override") from None
     messages.success(request, "Override deleted; stored calls are being re-priced.")
@@ -279,7 +280,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     scope = request.POST.get("scope", ApiKey.Scope.INGEST)
     if scope not in ApiKey.Scope.values:
         raise BadRequest(f"scope must be one of {', '.join(ApiKey.Scope.values)}")
-    key, secret = apikey_create(project=request.project, name=name[:100], scopes=(scope,))
+    key, secret = apikey_create(project=request.project, name=name[:100], scopes=(scope,), actor=request.user)
     # The secret is in this response only: it is not stored and cannot be shown again.
     return render(request, "dashboard/settings.html", _settings_context(request, new_keys=[(key, secret)]))
 
@@ -292,7 +293,7 @@ def key_split(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     if key is None:
         raise Http404("no such key")
     try:
-        split = apikey_split(key=key)
+        split = apikey_split(key=key, actor=request.user)
     except ValueError as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:settings", slug=slug)
@@ -307,7 +308,7 @@ def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     key = ApiKey.objects.filter(project=request.project, pk=key_id).first()
     if key is None:
         raise Http404("no such key")
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=request.user)
     messages.success(request, f"Key {key.prefix}… revoked at {timezone.now():%Y-%m-%d %H:%M} UTC.")
     return redirect("dashboard:settings", slug=slug)
 

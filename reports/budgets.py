@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
@@ -38,6 +40,7 @@ from reports import common
 from reports.common import date_ns
 from reports.models import Budget, BudgetAlert
 from reports.webhooks import WebhookRefused, webhook_post, webhook_secret_new, webhook_url_check
+from tracer.audit import Action, audit_record
 from tracer.celery import task_enqueue, task_send
 from tracer.models import Membership, Project, Span
 
@@ -87,8 +90,16 @@ def budget_spend(*, budget: Budget, start: date) -> Decimal:
     return billed.aggregate(spend=Sum(Coalesce("gpu_cost", "cost")))["spend"] or Decimal(0)
 
 
-def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str = "", webhook_url: str = "") -> Budget:
-    """Create or change the project's budget for the period. Raises BadBudget on bad input.
+def budget_set(
+    *,
+    project: Project,
+    period: str,
+    amount_usd: Any,
+    email_to: str = "",
+    webhook_url: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> Budget:
+    """Create or change the project's budget for the period (audited). Raises BadBudget on bad input.
 
     A webhook URL that is set or changed gets a new signing secret (a new receiver, a new key),
     also on the returned budget's `new_webhook_secret`, to show once; an unchanged URL keeps its
@@ -134,23 +145,56 @@ def budget_set(*, project: Project, period: str, amount_usd: Any, email_to: str 
                 "webhook_secret": secret,
             },
         )
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.BUDGET_SET,
+            target=f"{period} budget",
+            details={
+                "amount_usd": str(amount),
+                "previous_amount_usd": None if existing is None else str(existing.amount_usd),
+                "email_to": budget.email_to,
+                # The host only: a webhook URL may carry a token in its path or query.
+                "webhook_host": urlsplit(webhook_url).hostname or "",
+                "webhook_secret_issued": new_secret is not None,
+            },
+        )
     budget.new_webhook_secret = new_secret
     return budget
 
 
-def budget_webhook_secret_rotate(*, project: Project, period: str) -> str:
-    """Give the budget's webhook a new signing secret; the new secret, to show once. The old one
-    stops working at once: alerts sent from now on are signed with the new one."""
+def budget_webhook_secret_rotate(*, project: Project, period: str, actor: AbstractBaseUser | None = None) -> str:
+    """Give the budget's webhook a new signing secret (audited); the new secret, to show once. The
+    old one stops working at once: alerts sent from now on are signed with the new one."""
     secret = webhook_secret_new()
-    with_webhook = Budget.objects.filter(project=project, period=period).exclude(webhook_url="")
-    changed = with_webhook.update(webhook_secret=secret)
-    if changed != 1:
-        raise BadBudget(f"the project has no {period} budget with a webhook")
+    with transaction.atomic():
+        with_webhook = Budget.objects.filter(project=project, period=period).exclude(webhook_url="")
+        if with_webhook.update(webhook_secret=secret) != 1:
+            raise BadBudget(f"the project has no {period} budget with a webhook")
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.BUDGET_SET,
+            target=f"{period} budget",
+            details={"webhook_secret_issued": True},
+        )
     return secret
 
 
-def budget_delete(*, project: Project, period: str) -> None:
-    Budget.objects.filter(project=project, period=period).delete()
+def budget_delete(*, project: Project, period: str, actor: AbstractBaseUser | None = None) -> None:
+    """Remove the project's budget for the period, if any (audited)."""
+    with transaction.atomic():
+        budget = Budget.objects.filter(project=project, period=period).first()
+        if budget is None:
+            return
+        budget.delete()
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.BUDGET_DELETE,
+            target=f"{period} budget",
+            details={"amount_usd": str(budget.amount_usd)},
+        )
 
 
 def budgets_sweep(*, now: datetime | None = None) -> int:

@@ -26,7 +26,7 @@ import heapq
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from reports.common import add, day_of, money
+from tracer import messages
 from tracer.models import Project, Span, Trace
 from tracer.pricing import PER_TOKENS, PriceBook
 
@@ -203,6 +204,19 @@ def _call_waste(span: dict[str, Any], messages: Messages | None, seen: set[str],
     return call
 
 
+def _restored(spans: QuerySet, *, project_id: int) -> Iterator[dict[str, Any]]:
+    """The spans in order, a chunk at a time, their captured messages put back from the message store."""
+    chunk: list[dict[str, Any]] = []
+    for span in spans.iterator(chunk_size=CHUNK):
+        chunk.append(span)
+        if len(chunk) == CHUNK:
+            messages.spans_restore(project_id=project_id, spans=chunk)
+            yield from chunk
+            chunk = []
+    messages.spans_restore(project_id=project_id, spans=chunk)
+    yield from chunk
+
+
 def waste_compute(
     *,
     project: Project,
@@ -259,7 +273,7 @@ def waste_compute(
             del top_traces_tallies[stale]
 
     top_traces_tallies: dict[str, Tally] = {}
-    for span in spans.iterator(chunk_size=CHUNK):
+    for span in _restored(spans, project_id=project.pk):
         if span["trace_id"] != current:
             close_trace()
             current, trace_tally, trace_workflow = span["trace_id"], Tally(), span["workflow"] or ""

@@ -5,6 +5,7 @@ other; fixtures stay in conftest.py files."""
 from __future__ import annotations
 
 import gzip
+import json
 import runpy
 import time
 import zlib
@@ -397,3 +398,34 @@ def wait_until_processed(project: Project, *, timeout: float = 90.0) -> None:
         time.sleep(0.25)
     states = list(IngestBatch.objects.filter(project=project).values_list("pk", "status", "error"))
     pytest.fail(f"batches not processed within {timeout}s: {states}")
+
+
+def session_spans(turns: int, *, trace: str = TRACE, system: str = "You are a careful agent. " * 40) -> list:
+    """A long agent session with content capture on: call n re-sends the system prompt and every
+    earlier message, in the OTel GenAI attributes, OpenInference's flattened keys and older GenAI
+    content events (each convention once, so every splitter is exercised)."""
+    history: list[dict[str, Any]] = []
+    spans = []
+    for turn in range(turns):
+        history.append({"role": "user", "parts": [{"type": "text", "content": f"question {turn}: " + "why? " * 50}]})
+        answer = {"role": "assistant", "parts": [{"type": "text", "content": f"answer {turn} é: " + "because " * 60}]}
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 100 * (turn + 1),
+            "gen_ai.usage.output_tokens": 60,
+            "gen_ai.system_instructions": json.dumps([{"type": "text", "content": system}]),
+            "gen_ai.input.messages": json.dumps(history),
+            "gen_ai.output.messages": json.dumps([answer], ensure_ascii=False, separators=(",", ":")),
+        }
+        for i, message in enumerate(history):
+            attrs[f"llm.input_messages.{i}.message.role"] = message["role"]
+            attrs[f"llm.input_messages.{i}.message.content"] = message["parts"][0]["content"]
+        span = otlp_span(sid(turn + 1), trace=trace, start=T0 + turn * 1_000_000_000, attrs=attrs)
+        for message in history[-2:]:
+            event = span.events.add(name=f"gen_ai.{message['role']}.message", time_unix_nano=span.start_time_unix_nano)
+            event.attributes.append(KeyValue(key="content", value=_any(message["parts"][0]["content"])))
+            event.attributes.append(KeyValue(key="gen_ai.system", value=_any("openai")))
+        spans.append(span)
+        history.append(answer)
+    return spans

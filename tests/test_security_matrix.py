@@ -61,6 +61,14 @@ def api_row(name: str, path: str) -> Row:
     return Row(name, path + "?project={slug}", expect=expect)
 
 
+def delete_row(name: str, path: str) -> Row:
+    """Deletion on request through the API: an owner's login only; no API key deletes."""
+    expect = {"owner": 200, "member": 403, "viewer": 403, "non-member": 404, "anonymous": 401}
+    expect.update({"ingest-key": 403, "read-key": 403, "legacy-key": 403, "revoked-key": 401})
+    expect["other-project-read-key"] = 404
+    return Row(name, path + "?project={slug}", method="delete", expect=expect)
+
+
 def page_row(name: str, path: str, *, owner: Any = 200, member: Any = 200, viewer: Any = 200, **request: Any) -> Row:
     """A dashboard page: sessions only (an API key is no login), project A's members by role."""
     expect = {"owner": owner, "member": member, "viewer": viewer, "non-member": 404, "anonymous": LOGIN}
@@ -92,7 +100,11 @@ ROWS = [
     # The read API (JSON) and the CSV export API: read scope, or a member's session.
     api_row("api-traces", "/api/v1/traces"),
     api_row("api-trace", f"/api/v1/traces/{TRACE}"),
+    api_row("api-span", f"/api/v1/traces/{TRACE}/spans/{sid(1)}"),
     api_row("api-prices", "/api/v1/prices"),
+    # Deletion on request (the last caller to ask may find nothing left: still 200, zero counts).
+    delete_row("api-session", "/api/v1/sessions/s1"),
+    delete_row("api-user", "/api/v1/users/u1"),
     *(api_row("api-export", f"/api/v1/export/{kind}.csv") for kind in EXPORT_KINDS),
     # Public pages.
     everyone("dashboard:login", "/login/", 200),
@@ -125,6 +137,8 @@ ROWS = [
     page_row("dashboard:waste", "/p/{slug}/reports/waste/"),
     page_row("dashboard:whatif", "/p/{slug}/reports/whatif/"),
     page_row("dashboard:budgets", "/p/{slug}/reports/budgets/"),
+    page_row("dashboard:audit", "/p/{slug}/audit/", member=403, viewer=403),
+    page_row("dashboard:audit-csv", "/p/{slug}/audit.csv", member=403, viewer=403),
     # Actions: a viewer may start a report; a member may value a workflow; owners do the rest.
     page_row("dashboard:roi-start", "/p/{slug}/reports/roi/run", method="post", owner=302, member=302, viewer=302),
     page_row(
@@ -154,6 +168,8 @@ ROWS = [
             ("dashboard:key-split", "/p/{slug}/settings/keys/{spare_legacy_key}/split", {}, 200),
             ("dashboard:budget-save", "/p/{slug}/reports/budgets/save", {"period": "daily", "amount_usd": "5"}, 302),
             ("dashboard:budget-delete", "/p/{slug}/reports/budgets/delete", {"period": "daily"}, 302),
+            ("dashboard:trace-delete", f"/p/{{slug}}/traces/{TRACE}/delete", {"confirm": "yes"}, 302),
+            ("dashboard:data-delete", "/p/{slug}/settings/delete", {}, 302),
             ("dashboard:budget-webhook-rotate", "/p/{slug}/reports/budgets/webhook-rotate", {"period": "monthly"}, 200),
         )
     ),
@@ -248,7 +264,11 @@ def check_reason(row: Row, response) -> str | None:
         code, message = decode_status(response.content)
         return None if code == 7 and "read scope only" in message else f"bad 403 body {code} {message!r}"
     message = response.json().get("error", "")
-    return None if "ingest scope only" in message else f"bad 403 body {message!r}"
+    if row.method == "delete":
+        reasons = ("ingest scope only", "never delete", "only an owner")
+    else:
+        reasons = ("ingest scope only",)
+    return None if any(reason in message for reason in reasons) else f"bad 403 body {message!r}"
 
 
 @pytest.mark.parametrize("row", ROWS, ids=str)

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from reports import budgets, tasks, webhooks
 from reports.models import Budget, BudgetAlert
+from tracer.models import AuditEvent
 
 HOST = "hooks.example.test"
 PUBLIC = "93.184.215.14"  # a public address; the fake internet below never reaches it
@@ -371,6 +372,8 @@ def test_rotating_the_secret_shows_a_new_one_once_and_signs_with_it(project_a, h
     new = shown_secret(page)
     assert new != old and Budget.objects.get().webhook_secret == new
     assert new not in client.get(f"/p/{project_a.slug}/reports/budgets/").content.decode()
+    rotated = AuditEvent.objects.filter(project=project_a, action=AuditEvent.Action.BUDGET_SET).latest("pk")
+    assert (rotated.actor, rotated.details) == (alice, {"webhook_secret_issued": True})
 
     budgets.alert_deliver(alert_id=alert.pk, now=NOW)
     ((headers, body),) = hook.requests

@@ -1,4 +1,5 @@
-"""The read API (JSON): traces, one trace with its call tree, effective prices. See docs/api.md.
+"""The read API (JSON): traces, one trace with its call tree, effective prices; and deletion on
+request of a trace, a session or a user's data (owners). See docs/api.md.
 
 Authenticated by an API key of the project with the read scope (`Authorization: Bearer`, or
 `x-octotrace-key`), or by a logged-in member of the project named with `?project=<slug>`, within
@@ -17,11 +18,14 @@ from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.http import Http404, HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
 
-from tracer import ratelimit, tree
+from tracer import messages, ratelimit, tree
+from tracer.deletion import DeletionBusy, DeletionInvalid, data_delete
 from tracer.gpu.attribution import gpu_by_agent
-from tracer.models import ApiKey, Project, Span, Trace
+from tracer.models import ApiKey, Membership, Project, Span, Trace
 from tracer.pricing import prices_effective
 from tracer.projects import apikey_authenticate, membership_for
 from tracer.views import request_secret
@@ -267,6 +271,36 @@ def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
     )
 
 
+# What one span's detail returns besides SPAN_FIELDS: everything as received.
+RAW_SPAN_FIELDS = (
+    "trace_id",
+    "scope_name",
+    "scope_version",
+    "resource_attributes",
+    "attributes",
+    "events",
+    "links",
+)
+
+
+@require_GET
+def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> JsonResponse:
+    """One span with its attributes, resource attributes, events and links as received (captured
+    messages reassembled from the message store, tracer/messages.py)."""
+    project = request_project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    span = (
+        Span.objects.filter(project=project, trace_id=trace_id.lower(), span_id=span_id.lower())
+        .values(*SPAN_FIELDS, *RAW_SPAN_FIELDS)
+        .first()
+    )
+    if span is None:
+        raise Http404("no such span")
+    messages.spans_restore(project_id=project.pk, spans=[span])
+    return _json({"span": span})
+
+
 @require_GET
 def prices_list(request: HttpRequest) -> JsonResponse:
     """The prices in force today for this project: its overrides, then the defaults they leave."""
@@ -290,3 +324,55 @@ def prices_list(request: HttpRequest) -> JsonResponse:
         for price in prices_effective(project=project)
     ]
     return _json({"unit": "USD per 1M tokens", "data": data})
+
+
+# --- Deletion on request ----------------------------------------------------------------------
+
+# Seconds a caller refused with 409 (a worker is processing the data) waits before asking again.
+DELETE_RETRY_AFTER_SECONDS = 5
+
+
+@csrf_exempt
+def trace_resource(request: HttpRequest, trace_id: str) -> JsonResponse:
+    """`/api/v1/traces/<trace_id>`: GET reads the trace, DELETE deletes it."""
+    if request.method == "DELETE":
+        return _data_delete(request, trace_id=trace_id)
+    return trace_detail(request, trace_id)
+
+
+@csrf_exempt
+@require_http_methods(["DELETE"])
+def session_delete(request: HttpRequest, session_id: str) -> JsonResponse:
+    return _data_delete(request, session_id=session_id)
+
+
+@csrf_exempt
+@require_http_methods(["DELETE"])
+def user_delete(request: HttpRequest, user_id: str) -> JsonResponse:
+    return _data_delete(request, user_id=user_id)
+
+
+def _data_delete(request: HttpRequest, **chosen: str) -> JsonResponse:
+    """Delete on request (tracer/deletion.py): owners only, so a logged-in owner (with Django's CSRF
+    check, as a form would have: these views are exempt only so that a key gets its own answer). No
+    API key deletes: an ingest key sends, a read key reads, and neither belongs to an owner."""
+    project = request_project(request)
+    if isinstance(project, JsonResponse):
+        return project
+    if request_secret(request):
+        return _error(403, "deleting data needs an owner's login: API keys never delete")
+    if CsrfViewMiddleware(lambda _: None).process_view(request, None, (), {}) is not None:
+        return _error(403, "CSRF check failed: send the csrftoken cookie's value in an X-CSRFToken header")
+    role = Membership.objects.filter(project=project, user=request.user).values_list("role", flat=True).first()
+    if role != Membership.Role.OWNER:
+        return _error(403, f"only an owner of {project.name} deletes data")
+    actor, via = request.user, "API"
+    try:
+        result = data_delete(project=project, actor=actor, via=via, **chosen)
+    except DeletionInvalid as exc:
+        return _error(400, str(exc))
+    except DeletionBusy as exc:
+        response = _error(409, str(exc))
+        response["Retry-After"] = str(DELETE_RETRY_AFTER_SECONDS)
+        return response
+    return _json({"deleted": result.as_dict()})

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Unpack
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracer import batches, otlp, semconv
+from tracer import batches, messages, otlp, semconv
 from tracer.models import IngestBatch, Project
 from tracer.pricing import PriceBook, Usage
 from tracer.rollup import traces_rollup
@@ -77,7 +78,9 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
     project_id = claimed.batch.project_id
     trace_ids = sorted({trace_id for trace_id, _ in records})
     prices = PriceBook(project_id=project_id)
-    rows = [_span_row(record, prices) for record in records.values()]
+    # Messages are split out here, outside the transaction: hashing is the worker's CPU, not locks.
+    store = messages.Store() if settings.OCTOTRACE_MESSAGE_STORE else None
+    rows = [_span_row(record, prices, store) for record in records.values()]
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Safe to relax here: the acknowledged data is the raw batch, committed durably by the
@@ -85,6 +88,9 @@ def batch_process(*, batch_id: int) -> ProcessResult | None:
             # "processing" and the sweeper runs it again.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        if store is not None:
+            # Before the spans: a committed span never references a message that is not there.
+            messages.store_write(project_id=project_id, store=store)
         traces_rollup(project_id=project_id, trace_ids=trace_ids, new_rows=rows)
         batches.batch_done(
             kind=BATCHES, batch_id=batch_id, error=_rejected_summary(rejected), trace_count=len(trace_ids)
@@ -103,9 +109,13 @@ def _rejected_summary(rejected: list[str]) -> str:
 # --- Span rows --------------------------------------------------------------------------------
 
 
-def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> list:
-    """A span's values in tracer.rollup.SPAN_COLUMNS order (JSON columns still as Python objects)."""
+def _span_row(r: otlp.SpanRecord, prices: PriceBook, store: messages.Store | None) -> list:
+    """A span's values in tracer.rollup.SPAN_COLUMNS order (JSON columns still as Python objects),
+    its captured messages moved into `store` (when the message store is on)."""
     n = semconv.normalize(name=r.name, attributes=r.attributes)
+    attributes, events = r.attributes, r.events
+    if store is not None:
+        attributes, events = messages.span_split(attributes=attributes, events=events, store=store)
     usage = Usage(n.input_tokens, n.output_tokens, n.cached_input_tokens, n.cache_write_tokens, n.reasoning_tokens)
     cost = prices.cost(provider=n.provider, model=n.model, start_time_unix_nano=r.start_time_unix_nano, usage=usage)
     return [
@@ -122,8 +132,8 @@ def _span_row(r: otlp.SpanRecord, prices: PriceBook) -> list:
         r.scope_name,
         r.scope_version,
         r.resource_attributes,
-        r.attributes,
-        r.events,
+        attributes,
+        events,
         r.links,
         n.kind,
         n.agent_name,

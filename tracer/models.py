@@ -105,6 +105,45 @@ class ApiKey(models.Model):
         return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+class AuditEvent(models.Model):
+    """One change to a project that its owners may need to account for: who (a user, or nobody for a
+    command or an API key) did what to which thing. Written by the services that make the change
+    (tracer/audit.py), never edited."""
+
+    class Action(models.TextChoices):
+        KEY_CREATE = "key.create", "API key created"
+        KEY_REVOKE = "key.revoke", "API key revoked"
+        MEMBER_SAVE = "member.save", "Member added or role changed"
+        MEMBER_REMOVE = "member.remove", "Member removed"
+        PRICE_CREATE = "price.create", "Price override added"
+        PRICE_DELETE = "price.delete", "Price override deleted"
+        BUDGET_SET = "budget.set", "Budget set"
+        BUDGET_DELETE = "budget.delete", "Budget removed"
+        DATA_DELETE = "data.delete", "Data deleted on request"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # NULL for a management command or an API key (details say which key); the user's name is kept in
+    # actor_name, so the event still says who once the account is gone.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    # What was acted on, in words ("key otk_abc… (ci)", "member bob", "trace 0af7…").
+    target = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The audit page and its CSV: a project's events, newest first (filtered by action).
+            models.Index(fields=["project", "-created_at"], name="auditevent_project_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target} by {self.actor_name or 'a command'}"
+
+
 class StoredBatch(models.Model):
     """One OTLP request body exactly as received, kept until a worker has turned it into rows: the
     durable staging area of trace ingest (IngestBatch) and GPU metrics (GpuMetricsBatch). The
@@ -437,3 +476,54 @@ class Endpoint(models.Model):
     def __str__(self) -> str:
         port = f":{self.server_port}" if self.server_port else ""
         return f"{self.name} ({self.server_address}{port})"
+
+
+class Message(models.Model):
+    """One distinct captured message (a prompt or completion message, a system instruction, a content
+    event's attributes) of a project, stored once however many calls re-send it (tracer/messages.py).
+    Spans keep references in place of the text."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # sha256 of `content` uncompressed (the message's canonical JSON, tracer.messages.canonical);
+    # raw bytes, half the size of hex in the row and the index (spans name it in hex).
+    hash = models.BinaryField(max_length=32)
+    # zlib of the canonical JSON's UTF-8 bytes.
+    content = models.BinaryField()
+    # Bytes of the canonical JSON, uncompressed.
+    size = models.PositiveIntegerField(default=0)
+    # ceil(characters of its text / 4), the SDK's estimate (octotrace._fingerprint), computed once.
+    tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Ingest inserts ON CONFLICT DO NOTHING on this key; readers fetch by (project, hash).
+            models.UniqueConstraint(fields=["project", "hash"], name="message_project_hash_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {bytes(self.hash).hex()[:12]}"
+
+
+class MessageChain(models.Model):
+    """One distinct ordered list prefix of messages: a list of n messages is the chain of its n
+    prefixes, each naming its parent, so a span references a whole conversation by one hash and a
+    60-turn session stores each prefix once instead of each call re-listing every earlier hash."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # sha256 of "<parent hash hex>:<message hash hex>" (b"" parent for the first message); raw bytes.
+    hash = models.BinaryField(max_length=32)
+    parent = models.BinaryField(max_length=32, blank=True, default=b"")
+    message = models.BinaryField(max_length=32)
+    # Number of messages in the prefix (1 for the first).
+    length = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Ingest inserts ON CONFLICT DO NOTHING on this key; the reader walks parents by it.
+            models.UniqueConstraint(fields=["project", "hash"], name="messagechain_project_hash_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chain {bytes(self.hash).hex()[:12]} ({self.length})"

@@ -17,10 +17,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
+from tracer.audit import Action, audit_record
 from tracer.celery import task_enqueue
 from tracer.models import ModelPrice, Project, Span
 from tracer.rollup import traces_rollup
@@ -277,11 +279,12 @@ def price_override_create(
     reasoning: PriceValue = None,
     valid_from: DateValue = None,
     note: str = "",
+    actor: AbstractBaseUser | None = None,
 ) -> ModelPrice:
     """The project's own price for the models matching `model_pattern`, from `valid_from` on
     (every stored call when no date is given). Raises PriceInvalid with the reasons, also when the
     project has an override for this provider, pattern and date. Once the row is committed, the
-    worker re-prices the project's stored calls."""
+    worker re-prices the project's stored calls. Audited."""
     values = price_clean(
         model_pattern=model_pattern,
         provider=provider,
@@ -297,6 +300,13 @@ def price_override_create(
         # A savepoint: the caller's transaction stays usable after a duplicate.
         with transaction.atomic():
             price = ModelPrice.objects.create(project=project, source=OVERRIDE_SOURCE, note=note.strip(), **values)
+            audit_record(
+                project=project,
+                actor=actor,
+                action=Action.PRICE_CREATE,
+                target=_price_target(price),
+                details=_price_details(price),
+            )
     except IntegrityError:
         # price_project_uniq; checked by the database, so two owners saving at once cannot both win.
         raise PriceInvalid({NON_FIELD_ERRORS: [OVERRIDE_EXISTS]}) from None
@@ -304,13 +314,31 @@ def price_override_create(
     return price
 
 
-def price_override_delete(*, project: Project, price_id: int) -> None:
-    """Delete one of the project's overrides; the catalog's prices and other projects' overrides
-    are not found (ModelPrice.DoesNotExist). The worker then re-prices the project's stored calls."""
-    deleted, _ = ModelPrice.objects.filter(project=project, pk=price_id).delete()
-    if not deleted:
-        raise ModelPrice.DoesNotExist(f"no price override {price_id} in project {project.pk}")
+def price_override_delete(*, project: Project, price_id: int, actor: AbstractBaseUser | None = None) -> None:
+    """Delete one of the project's overrides (audited); the catalog's prices and other projects'
+    overrides are not found (ModelPrice.DoesNotExist). The worker then re-prices the project's
+    stored calls."""
+    with transaction.atomic():
+        price = ModelPrice.objects.select_for_update().filter(project=project, pk=price_id).first()
+        if price is None:
+            raise ModelPrice.DoesNotExist(f"no price override {price_id} in project {project.pk}")
+        details = _price_details(price)
+        price.delete()
+        audit_record(
+            project=project, actor=actor, action=Action.PRICE_DELETE, target=_price_target(price), details=details
+        )
     task_enqueue(REPRICE_TASK, project.pk)
+
+
+def _price_target(price: ModelPrice) -> str:
+    return f"price {price.provider or '*'}/{price.model_pattern} from {price.valid_from}"
+
+
+def _price_details(price: ModelPrice) -> dict[str, str | None]:
+    """The override's prices as decimal strings (USD per 1M tokens), None where it falls back."""
+    fields = ("input", "cached_input", "cache_write", "output", "reasoning")
+    values = {name: getattr(price, name) for name in fields}
+    return {name: None if value is None else str(value) for name, value in values.items()} | {"note": price.note}
 
 
 def prices_sync(*, path: Path = CATALOG, model: type[ModelPrice] = ModelPrice) -> tuple[int, int]:

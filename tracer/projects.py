@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tracer.audit import Action, audit_record
 from tracer.models import ApiKey, Membership, Project, hash_key
 
 # last_used_at is a hint, not an audit log: write it at most once a minute per key so that a
@@ -77,7 +78,16 @@ def membership_save(*, project: Project, actor: AbstractBaseUser, username: str,
             raise MembershipRefused(f"No user named {username!r}.")
         if user.pk == actor.pk and role != Membership.Role.OWNER:
             raise MembershipRefused("You cannot lower your own role; another owner can.")
+        previous = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
         membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+        if previous != role:
+            audit_record(
+                project=project,
+                actor=actor,
+                action=Action.MEMBER_SAVE,
+                target=f"member {user.get_username()}",
+                details={"role": role, "previous_role": previous},
+            )
     return membership
 
 
@@ -96,14 +106,25 @@ def membership_remove(*, project: Project, actor: AbstractBaseUser, member_id: i
         if membership.user_id == actor.pk:
             raise MembershipRefused("You cannot remove yourself.")
         membership.delete()
+        audit_record(
+            project=project,
+            actor=actor,
+            action=Action.MEMBER_REMOVE,
+            target=f"member {membership.user.get_username()}",
+            details={"role": membership.role},
+        )
     return membership
 
 
 def apikey_create(
-    *, project: Project, name: str = "default", scopes: Collection[str] = (ApiKey.Scope.INGEST,)
+    *,
+    project: Project,
+    name: str = "default",
+    scopes: Collection[str] = (ApiKey.Scope.INGEST,),
+    actor: AbstractBaseUser | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key with these scopes (ingest unless asked); returns it with its secret, which is
-    not stored and cannot be shown again."""
+    not stored and cannot be shown again. Audited, with `actor` None for a command."""
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(ApiKey.Scope.values)}, not {sorted(scopes)!r}")
@@ -115,6 +136,13 @@ def apikey_create(
         key_hash=hash_key(secret),
         scope_ingest=ApiKey.Scope.INGEST in scopes,
         scope_read=ApiKey.Scope.READ in scopes,
+    )
+    audit_record(
+        project=project,
+        actor=actor,
+        action=Action.KEY_CREATE,
+        target=_key_target(key),
+        details={"scopes": sorted(scopes)},
     )
     return key, secret
 
@@ -129,22 +157,33 @@ class KeySplit:
     read_secret: str
 
 
-def apikey_split(*, key: ApiKey) -> KeySplit:
+def apikey_split(*, key: ApiKey, actor: AbstractBaseUser | None = None) -> KeySplit:
     """Replace a legacy key (both scopes) by an ingest key and a read key of the same name, and
-    revoke it, all at once. Raises ValueError for a key that is not legacy or not active."""
+    revoke it, all at once (audited). Raises ValueError for a key that is not legacy or not active."""
     with transaction.atomic():
         revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True, scope_ingest=True, scope_read=True).update(
             revoked_at=timezone.now()
         )
         if not revoked:
             raise ValueError(f"key {key.prefix}… is not an active legacy key")
-        ingest, ingest_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.INGEST,))
-        read, read_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.READ,))
+        audit_record(
+            project=key.project, actor=actor, action=Action.KEY_REVOKE, target=_key_target(key), details={"split": True}
+        )
+        ingest, ingest_secret = apikey_create(
+            project=key.project, name=key.name, scopes=(ApiKey.Scope.INGEST,), actor=actor
+        )
+        read, read_secret = apikey_create(project=key.project, name=key.name, scopes=(ApiKey.Scope.READ,), actor=actor)
     return KeySplit(ingest=ingest, ingest_secret=ingest_secret, read=read, read_secret=read_secret)
 
 
-def apikey_revoke(*, key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def apikey_revoke(*, key: ApiKey, actor: AbstractBaseUser | None = None) -> None:
+    """Revoke an active key (audited); a key revoked already is left as it is."""
+    if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_record(project=key.project, actor=actor, action=Action.KEY_REVOKE, target=_key_target(key), details={})
+
+
+def _key_target(key: ApiKey) -> str:
+    return f"key {key.prefix}… ({key.name})"
 
 
 def apikey_authenticate(*, secret: str) -> ApiKey | None:

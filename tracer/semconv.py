@@ -112,6 +112,9 @@ AGENT_NAME_KEYS = ("gen_ai.agent.name", "agent.name")
 # Names an agent span carries for itself (only read on agent spans).
 ENTITY_NAME_KEYS = ("traceloop.entity.name",)
 SESSION_KEYS = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
+# Who the work was done for (the end user): no column, read where a deletion on request needs it
+# (tracer/deletion.py). `enduser.id` is the older OTel name of `user.id`.
+USER_KEYS = ("user.id", "enduser.id", "traceloop.association.properties.user_id")
 REPORTED_COST_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.total")
 # Whether a run achieved its purpose (octotrace.set_success); read by the ROI report.
 SUCCESS_KEYS = ("octotrace.success",)
@@ -181,7 +184,7 @@ def normalize(*, name: str, attributes: dict[str, Any]) -> Normalized:
     out.kind = _kind(attributes, has_usage=out.has_usage)
     out.model = _model(attributes)
     out.provider = _provider(attributes)
-    out.session_id = _first_str(attributes, SESSION_KEYS)[:200]
+    out.session_id = session_of(attributes)
     out.agent_name = _agent_name(name, attributes, is_agent=out.kind == Kind.AGENT)[:200]
     return out
 
@@ -249,6 +252,20 @@ def _first_int(attributes: dict[str, Any], keys: tuple[str, ...]) -> int | None:
         if isinstance(value, str) and value.isdigit():
             return int(value)
     return None
+
+
+def session_of(attributes: dict[str, Any]) -> str:
+    """The session (conversation) a span belongs to, as stored in Span.session_id; "" if none."""
+    return _first_str(attributes, SESSION_KEYS)[:200]
+
+
+def user_ids_of(attributes: dict[str, Any]) -> set[str]:
+    """The end-user ids a span's (or resource's) attributes name, as text (an integer id too)."""
+    return {
+        str(value)
+        for key in USER_KEYS
+        if isinstance(value := attributes.get(key), str | int) and not isinstance(value, bool) and value != ""
+    }
 
 
 def _first_str(attributes: dict[str, Any], keys: tuple[str, ...]) -> str:
