@@ -29,10 +29,20 @@ CAPTURE_A = "otel-openai-v2-multiagent-content"
 CAPTURE_B = "traceloop-openai-multiagent-content"
 
 
+TIMING_RE = re.compile(r" in \d+\.\d s \([\d,]+ \w+/s\)")
+
+
 def run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+def untimed(output: str) -> str:
+    """A summary line without its timing ('in 0.3 s (3 batches/s)'), which differs run to run."""
+    stripped, found = TIMING_RE.subn("", output.strip())
+    assert found == 1, output
+    return stripped
 
 
 def printed_key(output: str) -> str:
@@ -163,7 +173,7 @@ def test_replay_inline_brings_back_deleted_spans(project_a) -> None:
 
     output = run("replay", "--inline")
 
-    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert untimed(output) == "Reprocessed 1 batch(es), 14 span(s)."
     assert span_count(project_a) == 14
     assert Trace.objects.filter(project=project_a).values("span_count", "root_span_name").get() == trace_before
     batch.refresh_from_db()
@@ -175,7 +185,7 @@ def test_replay_without_inline_hands_batches_to_the_worker(project_a) -> None:
 
     output = run("replay")
 
-    assert output.strip() == "Re-enqueued 1 batch(es) for the worker."
+    assert untimed(output) == "Re-enqueued 1 batch(es) for the worker."
     batch.refresh_from_db()
     assert (batch.status, batch.attempts) == (IngestBatch.Status.PENDING, 0)
 
@@ -187,7 +197,7 @@ def test_replay_only_touches_the_given_project(project_a, project_b) -> None:
 
     output = run("replay", "--inline", "--project", "project-b")
 
-    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert untimed(output) == "Reprocessed 1 batch(es), 14 span(s)."
     assert span_count(project_b) == 14
     assert span_count(project_a) == 0
 
@@ -204,7 +214,7 @@ def test_replay_only_touches_batches_in_the_given_status(project_a) -> None:
 
     output = run("replay", "--inline", "--status", "failed")
 
-    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert untimed(output) == "Reprocessed 1 batch(es), 14 span(s)."
     failed.refresh_from_db()
     assert (failed.status, failed.error) == (IngestBatch.Status.DONE, "")
     assert Span.objects.filter(project=project_a, scope_name="traceloop.tracer").exists()
@@ -221,7 +231,7 @@ def test_replay_only_touches_batches_received_since(project_a) -> None:
 
     output = run("replay", "--inline", "--since", since)
 
-    assert output.strip() == "Reprocessed 1 batch(es), 14 span(s)."
+    assert untimed(output) == "Reprocessed 1 batch(es), 14 span(s)."
     assert set(Span.objects.values_list("scope_name", flat=True)) == {
         "traceloop.tracer",
         "opentelemetry.instrumentation.openai.v1",
@@ -233,7 +243,59 @@ def test_replay_only_touches_batches_received_since(project_a) -> None:
 def test_replay_accepts_a_date_for_since(project_a) -> None:
     processed_batch(project_a, CAPTURE_A)
     tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
-    assert run("replay", "--inline", "--since", tomorrow).strip() == "Reprocessed 0 batch(es), 0 span(s)."
+    assert untimed(run("replay", "--inline", "--since", tomorrow)) == "Reprocessed 0 batch(es), 0 span(s)."
+
+
+def test_replay_resumes_from_the_batch_it_names(project_a) -> None:
+    first = processed_batch(project_a, CAPTURE_A)
+    second = processed_batch(project_a, CAPTURE_B)
+    Span.objects.all().delete()
+
+    output = run("replay", "--inline", "--from-batch", str(second.pk))
+
+    assert untimed(output) == "Reprocessed 1 batch(es), 14 span(s)."
+    assert set(Span.objects.values_list("scope_name", flat=True)) == {
+        "traceloop.tracer",
+        "opentelemetry.instrumentation.openai.v1",
+    }
+    assert IngestBatch.objects.get(pk=first.pk).processed_at == first.processed_at
+
+
+def test_replay_interrupted_keeps_the_finished_batches_and_says_where_to_resume(project_a, monkeypatch) -> None:
+    first = processed_batch(project_a, CAPTURE_A)
+    second = processed_batch(project_a, CAPTURE_B)
+    Span.objects.all().delete()
+    replay_one = ingest.batch_replay
+
+    def ctrl_c_on_the_second(*, batch_id: int, inline: bool):
+        if batch_id == second.pk:
+            raise KeyboardInterrupt  # what Ctrl-C raises between two batches
+        return replay_one(batch_id=batch_id, inline=inline)
+
+    monkeypatch.setattr(ingest, "batch_replay", ctrl_c_on_the_second)
+    with pytest.raises(
+        CommandError, match=rf"interrupted after 1 batch\(es\); rerun with --from-batch {first.pk + 1} "
+    ):
+        run("replay", "--inline")
+
+    assert span_count(project_a) == 14  # the first batch is whole, the second untouched
+    monkeypatch.undo()
+    assert untimed(run("replay", "--inline", "--from-batch", str(first.pk + 1))).startswith("Reprocessed 1 batch(es)")
+    assert span_count(project_a) == 28
+
+
+def test_replay_draws_a_progress_bar_on_a_terminal(project_a, monkeypatch) -> None:
+    processed_batch(project_a, CAPTURE_A)
+
+    class Terminal(StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    run("replay", "--inline")
+
+    assert "replay: 100%" in terminal.getvalue() and "1/1" in terminal.getvalue()
 
 
 def test_replay_refuses_a_bad_since(db) -> None:
@@ -249,7 +311,7 @@ def test_replay_skips_batches_whose_body_was_purged(project_a) -> None:
 
     output = run("replay", "--inline")
 
-    assert output.strip() == "Reprocessed 0 batch(es), 0 span(s)."
+    assert untimed(output) == "Reprocessed 0 batch(es), 0 span(s)."
     assert span_count(project_a) == 0
     purged.refresh_from_db()
     assert purged.status == IngestBatch.Status.DONE

@@ -20,6 +20,7 @@ from django.core.management import CommandError, call_command
 
 from tests.factories import MODEL, T0, TRACE, UNPRICED_MODEL, chat, ingest_spans, ns, otlp_span, price, sid, tid
 from tracer.models import ModelPrice, Project, Span, Trace
+from tracer.pricing import spans_reprice
 
 
 def span_row(project: Project, span_id: str, trace: str = TRACE) -> Span:
@@ -368,6 +369,27 @@ def test_reprice_recomputes_span_costs_and_trace_totals_after_a_price_change(pro
     assert span_row(project_a, sid(2)).cost == Decimal("2.0000000000")
     assert trace_row(project_a).cost == Decimal("7.0000000000")
     assert "Repriced 2 span(s)" in output
+
+
+def test_reprice_commits_chunk_by_chunk_and_a_rerun_finds_nothing_left(project_a, acme_price) -> None:
+    ingest_spans(
+        project_a,
+        otlp_span(sid(1), attrs=chat(input=1_000_000, output=100_000)),
+        otlp_span(sid(2), start=T0 + 1, attrs=chat(input=500_000, output=0)),
+        otlp_span(sid(3), start=T0 + 2, attrs=chat(input=0, output=100_000)),
+    )
+    ModelPrice.objects.filter(pk=acme_price.pk).update(input=Decimal("4"))
+    chunks: list[int] = []
+
+    changed, rollups = spans_reprice(project_id=project_a.pk, chunk=2, on_chunk=chunks.append)
+
+    assert chunks == [2, 1]
+    # Spans 1 and 2 have input tokens, so their cost changed; span 3 (output only) kept its cost.
+    assert (changed, rollups) == (2, 1)
+    assert trace_row(project_a).cost == span_row(project_a, sid(1)).cost + span_row(project_a, sid(2)).cost + (
+        span_row(project_a, sid(3)).cost
+    )
+    assert spans_reprice(project_id=project_a.pk, chunk=2) == (0, 0)
 
 
 def test_reprice_prices_spans_that_were_unpriced(project_a) -> None:

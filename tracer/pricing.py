@@ -10,6 +10,7 @@ A span whose model has no price is unpriced: its cost is NULL, never 0.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,7 +21,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from tracer.audit import Action, audit_record
 from tracer.celery import task_enqueue
@@ -385,38 +386,65 @@ def _price_upsert(model: type[ModelPrice], entry: dict) -> bool:
     return created
 
 
-def spans_reprice(*, project_id: int | None = None, since_unix_nano: int | None = None) -> tuple[int, int]:
-    """Recompute the cost of stored spans with today's prices, then their traces' rollups.
-    Returns (spans whose cost changed, traces recomputed)."""
+def spans_priced(*, project_id: int | None = None, since_unix_nano: int | None = None) -> QuerySet[Span]:
+    """The spans `spans_reprice` walks: those with usage, in a project and time range."""
     spans = Span.objects.filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
     if project_id is not None:
         spans = spans.filter(project_id=project_id)
     if since_unix_nano is not None:
         spans = spans.filter(start_time_unix_nano__gte=since_unix_nano)
+    return spans
+
+
+def spans_reprice(
+    *,
+    project_id: int | None = None,
+    since_unix_nano: int | None = None,
+    chunk: int = 5000,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Recompute the cost of stored spans with today's prices, then their traces' rollups.
+
+    Walks the spans in id order, `chunk` at a time; each chunk's new costs and the rollups of its
+    traces commit together, so an interrupted run leaves consistent data, and a rerun resumes for free
+    (spans already repriced compare equal and are not written again). `on_chunk(n)` is told how many
+    spans each chunk read (a progress bar). Returns (spans whose cost changed, trace rollups recomputed).
+    """
+    spans = spans_priced(project_id=project_id, since_unix_nano=since_unix_nano)
+    fields = ("id", "project_id", "trace_id", "provider", "model", "start_time_unix_nano", "cost", *USAGE_FIELDS)
+    books: dict[int, PriceBook] = {}
     changed_count = trace_count = 0
-    for pid in spans.values_list("project_id", flat=True).distinct().order_by("project_id"):
-        book = PriceBook(project_id=pid)
-        changed: list[Span] = []
-        traces: set[str] = set()
-        fields = ("id", "trace_id", "provider", "model", "start_time_unix_nano", "cost", *USAGE_FIELDS)
-        for row in spans.filter(project_id=pid).values(*fields).iterator(chunk_size=2000):
-            usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
-            cost = book.cost(
-                provider=row["provider"],
-                model=row["model"],
-                start_time_unix_nano=row["start_time_unix_nano"],
-                usage=usage,
-            )
-            if cost != row["cost"]:
-                changed.append(Span(id=row["id"], cost=cost))
-                traces.add(row["trace_id"])
-        trace_ids = sorted(traces)
+    after = 0
+    while True:
         with transaction.atomic():
+            rows = list(spans.filter(id__gt=after).order_by("id").values(*fields)[:chunk])
+            if not rows:
+                break
+            changed: list[Span] = []
+            traces: dict[int, set[str]] = {}
+            for row in rows:
+                book = books.get(row["project_id"])
+                if book is None:
+                    book = books[row["project_id"]] = PriceBook(project_id=row["project_id"])
+                cost = book.cost(
+                    provider=row["provider"],
+                    model=row["model"],
+                    start_time_unix_nano=row["start_time_unix_nano"],
+                    usage=Usage(**{name: row[name] for name in USAGE_FIELDS}),
+                )
+                if cost != row["cost"]:
+                    changed.append(Span(id=row["id"], cost=cost))
+                    traces.setdefault(row["project_id"], set()).add(row["trace_id"])
             Span.objects.bulk_update(changed, ["cost"], batch_size=1000)
-            for i in range(0, len(trace_ids), 500):
-                traces_rollup(project_id=pid, trace_ids=trace_ids[i : i + 500])
+            for pid, trace_ids in sorted(traces.items()):
+                ordered = sorted(trace_ids)
+                for i in range(0, len(ordered), 500):
+                    traces_rollup(project_id=pid, trace_ids=ordered[i : i + 500])
+                trace_count += len(ordered)
         changed_count += len(changed)
-        trace_count += len(trace_ids)
+        after = rows[-1]["id"]
+        if on_chunk is not None:
+            on_chunk(len(rows))
     return changed_count, trace_count
 
 

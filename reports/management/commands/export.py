@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 
 from reports import exports
 from tracer.api import BadParameter, datetime_ns, traces_filtered
 from tracer.models import Project
+from tracer.progress import Progress
 
 # The list API's filters, with the same meaning (see docs/api.md).
 FILTERS = ("from", "to", "status", "min_cost", "session", "root", "q", "agent", "model")
@@ -37,12 +41,23 @@ class Command(BaseCommand):
             )
         except BadParameter as exc:
             raise CommandError(str(exc)) from None
-        pieces = exports.csv_stream(rows)
         if not output:
-            for piece in pieces:  # whole rows per piece, so each decodes on its own
+            for piece in exports.csv_stream(rows):  # whole rows per piece, so each decodes on its own
                 self.stdout.write(piece.decode(), ending="")
             return
-        with open(output, "wb") as stream:
-            for piece in pieces:
-                stream.write(piece)
-        self.stderr.write(f"Wrote the {kind} export of {project} to {output}.")
+        # Written beside the target and renamed when whole, so Ctrl-C never leaves half a CSV under its name.
+        partial = Path(f"{output}.partial")
+        with Progress(stream=sys.stderr, unit="rows", desc=f"export {kind}") as progress:
+            try:
+                with partial.open("wb") as stream:
+                    for piece in exports.csv_stream(progress.track(rows)):
+                        stream.write(piece)
+            except KeyboardInterrupt:
+                progress.close()
+                partial.unlink(missing_ok=True)
+                raise CommandError(f"interrupted; {output} was not written") from None
+        partial.replace(output)
+        rows_written = max(progress.count - 1, 0)  # less the header line
+        self.stderr.write(
+            f"Wrote the {kind} export of {project} to {output}: {rows_written} row(s) {progress.timing()}."
+        )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -9,6 +11,7 @@ from tracer.gpu.attribution import gpu_attribute
 from tracer.gpu.intervals import NS
 from tracer.management.commands.replay import parse_since
 from tracer.models import Project
+from tracer.progress import Progress
 
 
 class Command(BaseCommand):
@@ -32,12 +35,24 @@ class Command(BaseCommand):
         if start >= end:
             raise CommandError("--since must be before --until")
         spans = attributed = 0
-        while start < end:
-            stop = min(start + timedelta(hours=1), end)
-            result = gpu_attribute(
-                project_id=target.pk, start_ns=int(start.timestamp() * NS), end_ns=int(stop.timestamp() * NS)
-            )
-            spans += result.spans
-            attributed += result.attributed
-            start = stop
-        self.stdout.write(f"{spans} LLM span(s) on a mapped endpoint; {attributed} covered by GPU samples.")
+        hours = math.ceil((end - start) / timedelta(hours=1))
+        # One hour per transaction (gpu_attribute commits each): Ctrl-C keeps the hours done.
+        with Progress(stream=sys.stderr, unit="hours", total=hours, desc="gpuattribute") as progress:
+            try:
+                while start < end:
+                    stop = min(start + timedelta(hours=1), end)
+                    result = gpu_attribute(
+                        project_id=target.pk, start_ns=int(start.timestamp() * NS), end_ns=int(stop.timestamp() * NS)
+                    )
+                    spans += result.spans
+                    attributed += result.attributed
+                    start = stop
+                    progress.add()
+            except KeyboardInterrupt:
+                progress.close()
+                raise CommandError(
+                    f"interrupted; hours before {start.isoformat()} are done: rerun with --since {start.isoformat()}"
+                ) from None
+        self.stdout.write(
+            f"{spans} LLM span(s) on a mapped endpoint; {attributed} covered by GPU samples {progress.timing()}."
+        )

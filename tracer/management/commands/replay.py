@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
 from tracer import ingest
 from tracer.models import IngestBatch, Project
+from tracer.progress import Progress
 
 
 def parse_since(value: str, option: str = "--since") -> datetime:
@@ -33,6 +35,7 @@ class Command(BaseCommand):
             help="only batches in this status (repeatable; default: all)",
         )
         parser.add_argument("--batch", action="append", type=int, help="only this batch id (repeatable)")
+        parser.add_argument("--from-batch", type=int, help="start at this batch id (to resume an interrupted replay)")
         parser.add_argument("--inline", action="store_true", help="process here instead of through the worker")
 
     def handle(self, *args, **opts) -> None:
@@ -48,12 +51,26 @@ class Command(BaseCommand):
             statuses=opts["status"],
             batch_ids=opts["batch"],
         )
-        count = spans = 0
-        for batch_id in batches.values_list("pk", flat=True).iterator():
-            result = ingest.batch_replay(batch_id=batch_id, inline=opts["inline"])
-            count += 1
-            spans += result.spans if result else 0
+        if opts["from_batch"] is not None:
+            batches = batches.filter(pk__gte=opts["from_batch"])
+        spans = 0
+        last = None
+        # One batch per transaction (batch_process commits each), so Ctrl-C leaves every batch either
+        # replayed or untouched; the message names the batch to resume from.
+        with Progress(stream=sys.stderr, unit="batches", total=batches.count(), desc="replay") as progress:
+            try:
+                for batch_id in batches.values_list("pk", flat=True).iterator():
+                    result = ingest.batch_replay(batch_id=batch_id, inline=opts["inline"])
+                    spans += result.spans if result else 0
+                    last = batch_id
+                    progress.add()
+            except KeyboardInterrupt:
+                progress.close()
+                resume = f" --from-batch {last + 1}" if last is not None else ""
+                raise CommandError(
+                    f"interrupted after {progress.count} batch(es); rerun with{resume} to resume"
+                ) from None
         if opts["inline"]:
-            self.stdout.write(f"Reprocessed {count} batch(es), {spans} span(s).")
+            self.stdout.write(f"Reprocessed {progress.count} batch(es), {spans} span(s) {progress.timing()}.")
         else:
-            self.stdout.write(f"Re-enqueued {count} batch(es) for the worker.")
+            self.stdout.write(f"Re-enqueued {progress.count} batch(es) for the worker {progress.timing()}.")
