@@ -110,6 +110,8 @@ if OCTOTRACE_DEMO:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Safe requests read from the replica when DATABASE_REPLICA_URL is set (tracer/replica.py).
+    "tracer.replica.ReplicaReadsMiddleware",
     # Serves collected static files (admin CSS, and our own JS later) from gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -170,6 +172,25 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
 else:
     raise ImproperlyConfigured(f"Unsupported database engine {_db['ENGINE']}: use PostgreSQL or SQLite")
 DATABASES = {"default": _db}
+
+# A PostgreSQL read replica for the dashboard's and read API's reads (tracer/replica.py says which
+# reads may go there). Off unless set; its lag is covered by REPLICA_STICKY_SECONDS after a write.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    if _db["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs DATABASE_URL to name a PostgreSQL primary")
+    try:
+        _replica = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a valid database URL: {exc}") from None
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name a PostgreSQL database (a read replica)")
+    _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+    # A test run with a replica configured reads its test database through both aliases.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["tracer.replica.ReplicaRouter"]
+REPLICA_STICKY_SECONDS = env_int("REPLICA_STICKY_SECONDS", 10, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Logins and sessions (docs/deploy.md "Logins and sessions") ---------------------------

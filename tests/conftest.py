@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
 
 import pytest
 from django.conf import settings
@@ -90,12 +92,18 @@ def _database_url() -> str:
 
 
 @pytest.fixture
-def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
+def worker_factory(live_server, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start real Celery worker processes on the test database and broker; each consumes every queue,
+    or only `queues` (as `celery worker -Q`). Its log is `tmp_path / f"{name}.log"`. All are stopped
+    at the end of the test."""
     broker_queues_purge()
     env = {**os.environ, "DATABASE_URL": _database_url(), "OCTOTRACE_LOCAL_DEV": "1"}
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [
+    started: list[tuple[subprocess.Popen, Path, IO[bytes]]] = []
+
+    def start(name: str = "worker", *, queues: str | None = None, concurrency: int = 2) -> subprocess.Popen:
+        path = tmp_path / f"{name}.log"
+        log = path.open("wb")
+        command = [
             sys.executable,
             "-m",
             "celery",
@@ -105,26 +113,33 @@ def worker(live_server, tmp_path) -> Iterator[subprocess.Popen]:
             "--loglevel",
             "INFO",
             "--concurrency",
-            "2",
+            str(concurrency),
             "--hostname",
-            f"e2e-{uuid.uuid4().hex[:8]}@%h",
+            f"{name}-{uuid.uuid4().hex[:8]}@%h",
             "--without-gossip",
             "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    if proc.returncode not in (0, -15):
-        print((tmp_path / "worker.log").read_text())
+        ]
+        if queues:
+            command += ["-Q", queues]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append((proc, path, log))
+        return proc
+
+    yield start
+    for proc, path, log in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        if proc.returncode not in (0, -15):
+            print(path.read_text())
+
+
+@pytest.fixture
+def worker(worker_factory) -> subprocess.Popen:
+    return worker_factory()
 
 
 @pytest.fixture
