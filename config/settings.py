@@ -348,8 +348,9 @@ OCTOTRACE_GPU_ROLLUP_RETENTION_DAYS = env_int("OCTOTRACE_GPU_ROLLUP_RETENTION_DA
 OCTOTRACE_GPU_MAX_GAP_SECONDS = env_int("OCTOTRACE_GPU_MAX_GAP_SECONDS", 30, minimum=1)
 # Periodic attribution recomputes spans that overlap the last N minutes (late spans and samples).
 OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = env_int("OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES", 30, minimum=1)
-# Spans are found through their traces: a trace that started longer ago than this is not looked at.
-OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS = env_int("OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS", 6, minimum=1)
+# Spans are found by their start time: a model call that lasted longer than this is not attributed
+# (HTTP clients give up far sooner; the OpenAI client's default timeout is 10 minutes).
+OCTOTRACE_GPU_MAX_CALL_SECONDS = env_int("OCTOTRACE_GPU_MAX_CALL_SECONDS", 3600, minimum=1)
 
 # --- Email (budget alerts) -----------------------------------------------------------------
 # SMTP by default (EMAIL_HOST/EMAIL_PORT...); EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend

@@ -183,6 +183,30 @@ def test_it_stores_each_spans_share_and_the_trace_totals(project_a, h100) -> Non
 
 
 @pytest.mark.django_db
+def test_a_call_late_in_a_trace_that_began_days_ago_is_attributed(project_a, h100, settings) -> None:
+    """A long-running agent's trace: its root started three days before the window. Spans are found
+    by their own start time, so only the call's own length is bounded (OCTOTRACE_GPU_MAX_CALL_SECONDS)."""
+    endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
+    call = add_span(project_a, "dd", "d1", 0, 4)
+    Trace.objects.filter(trace_id="dd".ljust(32, "0")).update(start_time_unix_nano=T0 - 3 * 86_400 * S)
+    # A call that began two hours before the window and lasted into it: longer than the bound of one hour.
+    marathon = add_span(project_a, "dd", "d2", -7200, 2)
+
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+
+    call.refresh_from_db()
+    marathon.refresh_from_db()
+    assert call.gpu_seconds == pytest.approx(4.0)  # the GPU's 4 s, all to the one call in the bound
+    assert marathon.gpu_seconds is None
+    settings.OCTOTRACE_GPU_MAX_CALL_SECONDS = 3 * 3600
+    gpu_attribute(project_id=project_a.pk, start_ns=T0, end_ns=T0 + 4 * S)
+    call.refresh_from_db()
+    marathon.refresh_from_db()
+    # Both now share the two seconds (0-2 s) they overlap: 1 + 2 = 3 s for the call, 1 s for the marathon.
+    assert (call.gpu_seconds, marathon.gpu_seconds) == (pytest.approx(3.0), pytest.approx(1.0))
+
+
+@pytest.mark.django_db
 def test_a_call_seen_twice_nested_counts_once(project_a, h100) -> None:
     endpoint_upsert(project=project_a, name="nim", base_url="http://nim.internal:8000", device_uuids=["GPU-h100"])
     outer = add_span(project_a, "cc", "c1", 0, 4)

@@ -309,6 +309,11 @@ class Span(models.Model):
             models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="span_project_trace_span_uniq"),
         ]
         # The unique constraint's index also serves "all spans of a trace" (trace detail, rollups).
+        indexes = [
+            # Spans by time within a project: GPU attribution (the calls overlapping a window, with no
+            # detour through their traces) and time-range reads of spans.
+            models.Index(fields=["project", "start_time_unix_nano"], name="span_project_start_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"span {self.span_id} {self.name}"

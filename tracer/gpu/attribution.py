@@ -118,57 +118,50 @@ def _endpoint_key(address: str | None, port: str | None, *urls: str | None) -> t
 def _requests(*, project_id: int, endpoints: dict[tuple[str, int], int], start_ns: int, end_ns: int) -> list[_Request]:
     """LLM spans overlapping [start_ns, end_ns] that one of the endpoints served.
 
-    Spans are found through their traces (the trace index on project and start time): a trace
-    that started more than OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS before the window is not looked at.
-    When a matching span's parent matches too (a framework span around the client span of the
-    same call), only one of them counts as the request.
+    Spans are found by their start time (`span_project_start_idx`): a call overlapping the window
+    started before its end and at most OCTOTRACE_GPU_MAX_CALL_SECONDS before its start (one model
+    call, however long its trace runs). When a matching span's parent matches too (a framework span
+    around the client span of the same call), only one of them counts as the request.
     """
-    lookback_ns = settings.OCTOTRACE_GPU_TRACE_LOOKBACK_HOURS * 3600 * NS
-    trace_ids = list(
-        Trace.objects.filter(
+    max_call_ns = settings.OCTOTRACE_GPU_MAX_CALL_SECONDS * NS
+    rows = (
+        Span.objects.filter(
             project_id=project_id,
+            start_time_unix_nano__gte=start_ns - max_call_ns,
             start_time_unix_nano__lt=end_ns,
-            start_time_unix_nano__gte=start_ns - lookback_ns,
             end_time_unix_nano__gt=start_ns,
-        ).values_list("trace_id", flat=True)
+            kind="llm",
+        )
+        .annotate(
+            address=KT("attributes__server.address"),
+            port=KT("attributes__server.port"),
+            api_base=KT("attributes__gen_ai.openai.api_base"),
+            url=KT("attributes__url.full"),
+        )
+        .values_list(
+            "id",
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "start_time_unix_nano",
+            "end_time_unix_nano",
+            "billed",
+            "address",
+            "port",
+            "api_base",
+            "url",
+        )
     )
     found: list[_Request] = []
-    for chunk in range(0, len(trace_ids), 500):
-        rows = (
-            Span.objects.filter(
-                project_id=project_id,
-                trace_id__in=trace_ids[chunk : chunk + 500],
-                kind="llm",
-                start_time_unix_nano__lt=end_ns,
-                end_time_unix_nano__gt=start_ns,
-            )
-            .annotate(
-                address=KT("attributes__server.address"),
-                port=KT("attributes__server.port"),
-                api_base=KT("attributes__gen_ai.openai.api_base"),
-                url=KT("attributes__url.full"),
-            )
-            .values_list(
-                "id",
-                "trace_id",
-                "span_id",
-                "parent_span_id",
-                "start_time_unix_nano",
-                "end_time_unix_nano",
-                "billed",
-                "address",
-                "port",
-                "api_base",
-                "url",
-            )
-        )
-        for id_, trace_id, span_id, parent, start, end, billed, address, port, api_base, url in rows:
-            key = _endpoint_key(address, port, api_base, url)
-            if key is None:
-                continue
-            endpoint_id = endpoints.get(key) or endpoints.get((key[0], 0))
-            if endpoint_id is not None:
-                found.append(_Request(id_, trace_id, span_id, parent, start, end, endpoint_id, billed))
+    for id_, trace_id, span_id, parent, start, end, billed, address, port, api_base, url in rows.iterator(
+        chunk_size=2000
+    ):
+        key = _endpoint_key(address, port, api_base, url)
+        if key is None:
+            continue
+        endpoint_id = endpoints.get(key) or endpoints.get((key[0], 0))
+        if endpoint_id is not None:
+            found.append(_Request(id_, trace_id, span_id, parent, start, end, endpoint_id, billed))
     # One request per model call: of a matching span and its matching parent, keep the billed one
     # (where token costs are counted, so API and GPU cost sit side by side), else the outer one.
     matched = {(r.trace_id, r.span_id): r for r in found}
