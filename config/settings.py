@@ -352,6 +352,10 @@ OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = env_int("OCTOTRACE_GPU_ATTRIBUTION_WI
 # (HTTP clients give up far sooner; the OpenAI client's default timeout is 10 minutes).
 OCTOTRACE_GPU_MAX_CALL_SECONDS = env_int("OCTOTRACE_GPU_MAX_CALL_SECONDS", 3600, minimum=1)
 
+# Built call trees kept per web process for cheap expands (dashboard/selectors.py TreeCache), counted
+# in spans: about 1 KB of memory each.
+OCTOTRACE_TREE_CACHE_SPANS = env_int("OCTOTRACE_TREE_CACHE_SPANS", 200_000, minimum=0)
+
 # --- Email (budget alerts) -----------------------------------------------------------------
 # SMTP by default (EMAIL_HOST/EMAIL_PORT...); EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend
 # prints alerts instead. Tests use Django's locmem backend.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
@@ -284,10 +286,67 @@ class TraceView:
         return node.children
 
 
+class TreeCache:
+    """The built trees of recently viewed traces, in this process, so an expand does not rebuild one.
+
+    A tree is valid while its trace row's `updated_at` is unchanged: every write to a trace's spans
+    (ingest, replay, reprice, GPU attribution) rewrites that row's rollups and `updated_at` in the same
+    transaction. Bounded by the number of spans held (least recently used out first); no pickling, so
+    a hit costs a dictionary lookup. Each web process keeps its own.
+    """
+
+    def __init__(self, *, max_spans: int) -> None:
+        self.max_spans = max_spans
+        self._views: OrderedDict[tuple[int, str], TraceView] = OrderedDict()
+        self._spans = 0
+        self._lock = threading.Lock()
+
+    def get(self, trace: Trace) -> TraceView | None:
+        key = (trace.project_id, trace.trace_id)
+        with self._lock:
+            view = self._views.get(key)
+            if view is None or view.trace.updated_at != trace.updated_at:
+                return None
+            self._views.move_to_end(key)
+            return view
+
+    def put(self, view: TraceView) -> None:
+        size = len(view.forest.nodes)
+        if size > self.max_spans:
+            return
+        key = (view.trace.project_id, view.trace.trace_id)
+        with self._lock:
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._spans -= len(old.forest.nodes)
+            self._views[key] = view
+            self._spans += size
+            while self._spans > self.max_spans:
+                _, evicted = self._views.popitem(last=False)
+                self._spans -= len(evicted.forest.nodes)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._views.clear()
+            self._spans = 0
+
+
+TREES = TreeCache(max_spans=settings.OCTOTRACE_TREE_CACHE_SPANS)
+
+
 def trace_view(*, project: Project, trace_id: str) -> TraceView | None:
     trace = Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
     if trace is None:
         return None
+    cached = TREES.get(trace)
+    if cached is not None:
+        return cached
+    view = _trace_view_build(project=project, trace=trace)
+    TREES.put(view)
+    return view
+
+
+def _trace_view_build(*, project: Project, trace: Trace) -> TraceView:
     spans = Span.objects.filter(project=project, trace_id=trace.trace_id).values(*TREE_FIELDS)
     forest = tree.build(spans)
     start = min((n.span["start_time_unix_nano"] for n in forest.nodes.values()), default=trace.start_time_unix_nano)

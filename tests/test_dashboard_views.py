@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
+from dashboard.selectors import TREES
 from tests.factories import MODEL, NOW, crew_trace, ingest_spans, otlp_span, price, sid, tid
 from tracer.celery import app as celery_app
 from tracer.models import ApiKey, Membership, ModelPrice, Project, Span, Trace
@@ -254,6 +255,27 @@ def test_a_wide_tree_opens_a_page_of_children_and_loads_the_rest_on_demand(clien
     names = re.findall(r"data-span-link>([^<]+)<", last.content.decode())
     assert names == [f"step {i}" for i in range(200, 250)]
     assert "data-more" not in last.content.decode()
+
+
+def test_an_expand_reuses_the_built_tree_until_the_trace_changes(
+    client, project_a, bob, django_assert_num_queries
+) -> None:
+    trace = wide_trace(project_a, 3)
+    login(client, bob)
+    url = f"/p/{project_a.slug}/traces/{trace}/children"
+    TREES.clear()
+    # session, user, membership, trace row, its spans
+    with django_assert_num_queries(5):
+        client.get(url, {"parent": sid(1)})
+    with django_assert_num_queries(4):  # the same, less the spans: the tree built above is reused
+        again = client.get(url, {"parent": sid(1)})
+    assert re.findall(r"data-span-link>([^<]+)<", again.content.decode()) == ["step 0", "step 1", "step 2"]
+
+    # A late span of the same trace: its batch rewrites the trace's rollups, so the next expand rebuilds.
+    ingest_spans(project_a, otlp_span(sid(50), sid(1), trace=trace, name="late step", start=NOW + 9))
+    with django_assert_num_queries(5):
+        late = client.get(url, {"parent": sid(1)})
+    assert re.findall(r"data-span-link>([^<]+)<", late.content.decode())[-1] == "late step"
 
 
 def test_a_deep_tree_opens_collapsed_below_a_depth(client, project_a, bob) -> None:

@@ -157,6 +157,7 @@ def test_it_stores_each_spans_share_and_the_trace_totals(project_a, h100) -> Non
     outside = add_span(project_a, "bb", "b2", 10, 12)
     elsewhere = add_span(project_a, "bb", "b3", 0, 4, **{"server.address": "api.openai.com", "server.port": 443})
 
+    before = Trace.objects.get(project=project_a, trace_id="bb".ljust(32, "0")).updated_at
     result = gpu_attribute(project_id=project_a.pk, start_ns=T0 - 60 * S, end_ns=T0 + 60 * S)
     assert (result.spans, result.attributed, result.traces) == (3, 2, 2)
 
@@ -175,6 +176,7 @@ def test_it_stores_each_spans_share_and_the_trace_totals(project_a, h100) -> Non
     trace_b = Trace.objects.get(project=project_a, trace_id="bb".ljust(32, "0"))
     assert trace_b.gpu_seconds == pytest.approx(b.gpu_seconds)
     assert trace_b.gpu_cost == b.gpu_cost
+    assert trace_b.updated_at > before  # its spans changed: a cached call tree of it is stale
 
     # A rerun (late samples, late spans) replaces the figures, it does not add to them.
     gpu_attribute(project_id=project_a.pk, start_ns=T0 - 60 * S, end_ns=T0 + 60 * S)

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Sum
 from django.db.models.fields.json import KT
+from django.utils import timezone
 
 from tracer.celery import task_send
 from tracer.gpu.intervals import NS, Interval, Share, intervals_from_samples, split_intervals
@@ -262,12 +263,14 @@ def traces_gpu_rollup(*, project_id: int, trace_ids: list[str]) -> None:
         .annotate(seconds=Sum("gpu_seconds"), energy=Sum("gpu_energy_wh"), cost=Sum("gpu_cost"))
     }
     traces = list(Trace.objects.filter(project_id=project_id, trace_id__in=trace_ids).only("id", "trace_id"))
+    now = timezone.now()
     for trace in traces:
         row = sums.get(trace.trace_id, {})
         trace.gpu_seconds = row.get("seconds")
         trace.gpu_energy_wh = row.get("energy")
         trace.gpu_cost = row.get("cost")
-    Trace.objects.bulk_update(traces, ["gpu_seconds", "gpu_energy_wh", "gpu_cost"], batch_size=500)
+        trace.updated_at = now  # the trace's spans changed: cached call trees are stale
+    Trace.objects.bulk_update(traces, ["gpu_seconds", "gpu_energy_wh", "gpu_cost", "updated_at"], batch_size=500)
 
 
 def recent_window(*, now_ns: int) -> tuple[int, int]:
