@@ -352,6 +352,12 @@ OCTOTRACE_GPU_ATTRIBUTION_WINDOW_MINUTES = env_int("OCTOTRACE_GPU_ATTRIBUTION_WI
 # (HTTP clients give up far sooner; the OpenAI client's default timeout is 10 minutes).
 OCTOTRACE_GPU_MAX_CALL_SECONDS = env_int("OCTOTRACE_GPU_MAX_CALL_SECONDS", 3600, minimum=1)
 
+# Days of traces, spans, stored batches and GPU samples kept per project (a project's
+# retention_days overrides it); beat deletes older data daily (tracer/retention.py).
+OCTOTRACE_RETENTION_DAYS = env_int("OCTOTRACE_RETENTION_DAYS", 30, minimum=1)
+# Seconds one project's retention task may spend before it stops and leaves the rest to the next run.
+OCTOTRACE_RETENTION_BUDGET_SECONDS = env_int("OCTOTRACE_RETENTION_BUDGET_SECONDS", 240, minimum=1)
+
 # Built call trees kept per web process for cheap expands (dashboard/selectors.py TreeCache), counted
 # in spans: about 1 KB of memory each.
 OCTOTRACE_TREE_CACHE_SPANS = env_int("OCTOTRACE_TREE_CACHE_SPANS", 200_000, minimum=0)

@@ -22,6 +22,13 @@ class ProjectAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "slug", "created_at"]}),
         (
+            "Retention",
+            {
+                "description": "Days of data kept; empty: the server's OCTOTRACE_RETENTION_DAYS (docs/deploy.md).",
+                "fields": ["retention_days"],
+            },
+        ),
+        (
             "Rate limits",
             {
                 "description": "Empty: the server's OCTOTRACE_RATE_* setting; 0: no limit (docs/security.md).",

@@ -115,6 +115,14 @@ app.conf.update(
             "schedule": 86400.0,
             "options": {"queue": Queues.GPU.value},
         },
+        # Fans out one retention.project per project, which deletes its traces, spans, stored batches
+        # and GPU samples past its retention (OCTOTRACE_RETENTION_DAYS or the project's own), in
+        # bounded transactions; on the default queue, apart from ingest.
+        "retention-sweep": {
+            "task": "retention.sweep",
+            "schedule": 86400.0,
+            "options": {"queue": Queues.DEFAULT.value, "expires": 3600},
+        },
         # Sampling on each GPU host, on its own queue (see gpu_sampling_schedule).
         **gpu_sampling_schedule(),
     },

@@ -22,9 +22,15 @@ class Project(models.Model):
     rate_key_ingest_rps = models.PositiveIntegerField(null=True, blank=True)
     rate_key_ingest_spans_per_s = models.PositiveIntegerField(null=True, blank=True)
     rate_key_read_per_min = models.PositiveIntegerField(null=True, blank=True)
+    # Days of data kept (tracer/retention.py); NULL: the server's OCTOTRACE_RETENTION_DAYS.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def retention_days_effective(self) -> int:
+        return self.retention_days or settings.OCTOTRACE_RETENTION_DAYS
 
 
 class Membership(models.Model):

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from tracer import batches, ingest, pricing
+from tracer import retention as data_retention
+from tracer.celery import task_send
 from tracer.gpu import attribution, metrics, retention, sampling
 
 # A task that turns one stored batch into rows. Only a database that is briefly away (restart,
@@ -140,3 +142,29 @@ def gpu_downsample() -> int:
 @shared_task(name="gpu.prune", acks_late=True, ignore_result=True, time_limit=1800)
 def gpu_prune() -> int:
     return retention.rollups_prune() + batches.batches_purge(kind=metrics.BATCHES)
+
+
+@shared_task(name=data_retention.SWEEP_TASK, ignore_result=True, time_limit=60)
+def retention_sweep() -> int:
+    """Beat's daily sweep: one retention.project per project."""
+    return data_retention.retention_fan_out()
+
+
+@shared_task(
+    name=data_retention.PROJECT_TASK,
+    acks_late=True,  # idempotent: a rerun deletes what is left
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=60,
+    max_retries=3,
+    soft_time_limit=settings.OCTOTRACE_RETENTION_BUDGET_SECONDS + 120,
+    time_limit=settings.OCTOTRACE_RETENTION_BUDGET_SECONDS + 180,
+)
+def retention_project(project_id: int) -> bool:
+    """Delete one project's data past its horizon in bounded steps; when the time budget runs out,
+    send itself again to go on (a big first run spreads over several tasks)."""
+    result = data_retention.retention_apply(project_id=project_id, budget_s=settings.OCTOTRACE_RETENTION_BUDGET_SECONDS)
+    if not result.done:
+        task_send(data_retention.PROJECT_TASK, project_id)
+    return result.done
