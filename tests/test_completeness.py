@@ -165,7 +165,7 @@ def test_the_trace_page_hangs_orphans_under_one_missing_parent_node(client, bob,
     client.force_login(bob)
     response = client.get(f"/p/{project_a.slug}/traces/{incomplete}/")
     html = response.content.decode()
-    assert 'data-badge="incomplete"' in html
+    assert "incomplete: 1 missing parent</span>" in html
     roots = [row.node.span_id for row in response.context["rows"] if row.node and row.node.depth == 0]
     assert roots == [sid(1), tree.MISSING_PARENT_ID]
     depths = {row.node.span_id: row.node.depth for row in response.context["rows"] if row.node}
