@@ -8,6 +8,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -109,7 +110,72 @@ def overview(*, project: Project, time_range: TimeRange) -> dict[str, Any]:
             unit="tokens",
         ),
     }
-    return {"stats": stats, "figures": figures}
+    return {"stats": stats, "figures": figures, "quality": frameworks_quality(traces=traces)}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameworkQuality:
+    """How whole the data of one framework's traces is (one row of the overview's table)."""
+
+    framework: str
+    traces: int
+    incomplete: int
+    # Model calls: billed ones (with usage, priced or not) and those without usage.
+    billed: int
+    no_usage: int
+    unpriced: int
+    cost: Decimal | None
+
+    @property
+    def calls(self) -> int:
+        return self.billed + self.no_usage
+
+    @staticmethod
+    def _share(part: int, whole: int) -> Fraction | None:
+        return Fraction(part, whole) if whole else None
+
+    @property
+    def no_usage_share(self) -> Fraction | None:
+        return self._share(self.no_usage, self.calls)
+
+    @property
+    def unpriced_share(self) -> Fraction | None:
+        """Of all model calls: with the calls without usage, these are the calls with no cost."""
+        return self._share(self.unpriced, self.calls)
+
+    @property
+    def incomplete_share(self) -> Fraction | None:
+        return self._share(self.incomplete, self.traces)
+
+
+def frameworks_quality(*, traces) -> list[FrameworkQuality]:
+    """Per framework (Trace.framework), over the given traces: model calls without usage, unpriced
+    calls and incomplete traces. One query, grouped in the database, whatever the number of
+    frameworks; most traces first."""
+    rows = (
+        traces.values("framework")
+        .annotate(
+            n=Count("pk"),
+            n_incomplete=Count("pk", filter=Q(incomplete=True)),
+            n_billed=Sum("billed_count", default=0),
+            n_no_usage=Sum("no_usage_count", default=0),
+            n_unpriced=Sum("unpriced_count", default=0),
+            total_cost=Sum("cost"),
+        )
+        .order_by("-n", "framework")
+    )
+    return [
+        FrameworkQuality(
+            framework=row["framework"],
+            traces=row["n"],
+            incomplete=row["n_incomplete"],
+            billed=row["n_billed"],
+            no_usage=row["n_no_usage"],
+            unpriced=row["n_unpriced"],
+            cost=row["total_cost"],
+        )
+        for row in rows
+    ]
 
 
 # --- Traces list ------------------------------------------------------------------------------
@@ -349,6 +415,8 @@ def trace_view(*, project: Project, trace_id: str) -> TraceView | None:
 def _trace_view_build(*, project: Project, trace: Trace) -> TraceView:
     spans = Span.objects.filter(project=project, trace_id=trace.trace_id).values(*TREE_FIELDS)
     forest = tree.build(spans)
+    # Orphans hang under one "missing parent" row instead of posing as extra roots.
+    tree.adopt_orphans(forest)
     start = min((n.span["start_time_unix_nano"] for n in forest.nodes.values()), default=trace.start_time_unix_nano)
     end = max((n.span["end_time_unix_nano"] for n in forest.nodes.values()), default=trace.end_time_unix_nano)
     return TraceView(

@@ -125,6 +125,11 @@ def _trace_rows(
         "cost",
         "unpriced_count",
         "gpu_cost",
+        "billed_count",
+        "no_usage_count",
+        "incomplete",
+        "missing_parents",
+        "framework",
     )
     yield [
         "trace_id",
@@ -140,6 +145,11 @@ def _trace_rows(
         "cost_usd",
         "unpriced_calls",
         "gpu_cost_usd",
+        "billed_calls",
+        "calls_without_usage",
+        "incomplete",
+        "missing_parents",
+        "framework",
     ]
     rows = traces.order_by("-start_time_unix_nano", "-pk").values_list(*fields)
     for row in rows.iterator(chunk_size=CHUNK):

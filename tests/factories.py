@@ -90,19 +90,20 @@ def otlp_span(
     return span
 
 
-def otlp_body(*spans: trace_pb2.Span, service: str = "agent-service") -> bytes:
+def otlp_body(*spans: trace_pb2.Span, service: str = "agent-service", scope: str = "tests") -> bytes:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.append(KeyValue(key="service.name", value=_any(service)))
     scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "tests"
+    scope_spans.scope.name = scope
     scope_spans.spans.extend(spans)
     return request.SerializeToString()
 
 
-def ingest_spans(project: Project, *spans: trace_pb2.Span) -> None:
-    """One batch holding these spans, accepted and processed like the worker does."""
-    batch = ingest.batch_accept(project=project, body=otlp_body(*spans), content_type=otlp.PROTOBUF)
+def ingest_spans(project: Project, *spans: trace_pb2.Span, scope: str = "tests") -> None:
+    """One batch holding these spans (of one instrumentation scope), accepted and processed like
+    the worker does."""
+    batch = ingest.batch_accept(project=project, body=otlp_body(*spans, scope=scope), content_type=otlp.PROTOBUF)
     assert batch is not None
     result = ingest.batch_process(batch_id=batch.pk)
     assert result is not None and result.spans == len(spans)

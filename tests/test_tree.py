@@ -348,3 +348,90 @@ def test_a_trace_whose_parent_is_missing_is_flagged_orphan_and_converges_once_it
     assert after["trace"]["root_span_id"] == sid(1)
     assert after["trace"]["root_span_name"] == "agent run"
     assert {s["span_id"]: s["depth"] for s in after["spans"]} == {sid(1): 0, sid(2): 1, sid(3): 2}
+
+
+# --- Completeness and data quality ------------------------------------------------------------
+
+
+def test_orphans_hang_under_one_missing_parent_node_for_the_page() -> None:
+    forest = tree.build(
+        [
+            span("r", start=1),
+            span("o1", "gone", start=5),
+            llm("k", "o1", start=6),
+            span("o2", "gone", start=3),
+            span("o3", "lost", start=9),
+        ]
+    )
+    before = tree.totals(forest)
+    node = tree.adopt_orphans(forest)
+
+    assert node is not None and node.synthetic
+    assert [root.span_id for root in forest.roots] == ["r", tree.MISSING_PARENT_ID]
+    assert [child.span_id for child in node.children] == ["o2", "o1", "o3"]
+    assert node.span["missing_parents"] == ["gone", "lost"]
+    assert (node.span["start_time_unix_nano"], node.depth) == (3, 0)
+    # The orphans' subtrees moved one level down; they are still flagged orphan.
+    assert [forest.nodes[s].depth for s in ("o1", "k", "o2", "o3")] == [1, 2, 1, 1]
+    assert all(forest.nodes[s].orphan for s in ("o1", "o2", "o3"))
+    # Paging the node's children finds it by its id; totals do not count it as a span.
+    assert forest.nodes[tree.MISSING_PARENT_ID] is node
+    assert tree.totals(forest) == before
+    own, subtree = tree.node_totals(forest)[tree.MISSING_PARENT_ID]
+    assert (own["span_count"], subtree["span_count"], subtree["billed_count"]) == (0, 4, 1)
+    assert tree.breakdowns(forest)["totals"] == before
+
+
+def test_a_whole_tree_gets_no_missing_parent_node() -> None:
+    forest = tree.build([span("r", start=1), span("c", "r", start=2)])
+    assert tree.adopt_orphans(forest) is None
+    assert [root.span_id for root in forest.roots] == ["r"]
+    assert tree.quality(forest)["incomplete"] is False
+
+
+def test_quality_counts_each_missing_parent_once() -> None:
+    forest = tree.build([span("a", "gone"), span("b", "gone"), span("c", "lost"), span("d", "a"), span("s", "s")])
+    got = tree.quality(forest)
+    assert (got["incomplete"], got["missing_parents"]) == (True, 2)
+
+
+@pytest.mark.parametrize(
+    ("spans", "without_usage"),
+    [
+        # A call that came without usage.
+        ([agent("a", name="x"), span("c", "a", kind="llm")], 1),
+        # Two instrumentations of one call, neither with usage: one call.
+        ([span("outer", kind="llm"), span("inner", "outer", kind="llm")], 1),
+        # The outer span's usage is the inner call's (it is billed there).
+        ([llm("outer", ""), span("inner", "outer", kind="llm")], 0),
+        # The inner span carries the usage.
+        ([span("outer", kind="llm"), llm("inner", "outer")], 0),
+        # An embedding without usage is a model call too; a tool is not.
+        ([span("e", kind="embedding"), span("t", kind="tool")], 1),
+        ([llm("c1", ""), llm("c2", "")], 0),
+    ],
+)
+def test_quality_counts_model_calls_without_usage_once_per_call(spans, without_usage) -> None:
+    assert tree.quality(tree.build(spans))["no_usage_count"] == without_usage
+
+
+def scoped(span_id: str, scope: str, *, kind: str = "other", usage: bool = False) -> dict[str, Any]:
+    return {**span(span_id, kind=kind, input_tokens=1 if usage else None), "scope_name": scope}
+
+
+def test_the_framework_is_the_scope_of_the_most_model_calls() -> None:
+    spans = [
+        *(scoped(f"a{i}", "corpus.scenario", kind="agent") for i in range(5)),
+        scoped("c1", "openinference.instrumentation.openai", kind="llm"),
+        scoped("c2", "openinference.instrumentation.openai", kind="embedding"),
+        # Usage on a span whose kind is not known still makes it a call.
+        scoped("c3", "other.lib", usage=True),
+    ]
+    assert tree.framework(spans) == "openinference.instrumentation.openai"
+
+
+def test_the_framework_ties_go_to_the_smaller_name_and_without_calls_to_the_most_spans() -> None:
+    assert tree.framework([scoped("1", "b", kind="llm"), scoped("2", "a", kind="llm")]) == "a"
+    assert tree.framework([scoped("1", "b"), scoped("2", "b"), scoped("3", "a")]) == "b"
+    assert tree.framework([scoped("1", "")]) == ""
+    assert tree.framework([]) == ""

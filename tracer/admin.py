@@ -73,8 +73,8 @@ class IngestBatchAdmin(admin.ModelAdmin):
 
 @admin.register(Trace)
 class TraceAdmin(admin.ModelAdmin):
-    list_display = ["trace_id", "project", "root_span_name", "span_count", "status", "cost"]
-    list_filter = ["project", "status"]
+    list_display = ["trace_id", "project", "root_span_name", "span_count", "status", "incomplete", "cost"]
+    list_filter = ["project", "status", "incomplete"]
     search_fields = ["trace_id", "root_span_name"]
 
 

@@ -63,6 +63,10 @@ class BadParameter(ValueError):
     pass
 
 
+# How a boolean filter (`?incomplete=`) may be written.
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _json(data: Any, status: int = 200) -> JsonResponse:
     # Money leaves as a decimal string: a float would round it.
     return JsonResponse(data, status=status, json_dumps_params={"default": _default}, safe=False)
@@ -150,6 +154,13 @@ def _trace_json(trace: Trace) -> dict[str, Any]:
         **{name: getattr(trace, name) for name in tree.TOKEN_FIELDS},
         "cost": trace.cost,
         "unpriced_count": trace.unpriced_count,
+        # Data quality (tracer/tree.py `quality`): model calls billed and those without usage, the
+        # parents that never arrived, and the instrumentation scope the trace came from.
+        "billed_count": trace.billed_count,
+        "no_usage_count": trace.no_usage_count,
+        "incomplete": trace.incomplete,
+        "missing_parents": trace.missing_parents,
+        "framework": trace.framework,
         "gpu_seconds": trace.gpu_seconds,
         "gpu_energy_wh": trace.gpu_energy_wh,
         "gpu_cost": trace.gpu_cost,
@@ -178,6 +189,13 @@ def traces_filtered(*, project: Project, params: Any) -> Any:
         except InvalidOperation:
             raise BadParameter(f"min_cost={params['min_cost']!r} is not a number") from None
         traces = traces.filter(cost__gte=minimum)
+    if params.get("incomplete"):
+        wanted = BOOLEANS.get(params["incomplete"].lower())
+        if wanted is None:
+            raise BadParameter(f"incomplete={params['incomplete']!r}: use true or false")
+        traces = traces.filter(incomplete=wanted)
+    if params.get("framework"):
+        traces = traces.filter(framework=params["framework"])
     if params.get("session"):
         traces = traces.filter(session_id=params["session"])
     if params.get("root"):
@@ -228,6 +246,7 @@ def traces_list(request: HttpRequest) -> JsonResponse:
         **{name: Sum(name, default=0) for name in tree.TOKEN_FIELDS},
         cost=Sum("cost"),
         unpriced_count=Sum("unpriced_count", default=0),
+        incomplete_count=Count("pk", filter=Q(incomplete=True)),
         gpu_seconds=Sum("gpu_seconds"),
         gpu_energy_wh=Sum("gpu_energy_wh"),
         gpu_cost=Sum("gpu_cost"),

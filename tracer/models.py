@@ -238,6 +238,16 @@ class Trace(models.Model):
     # Sum of priced spans; NULL when no span is priced. unpriced_count says what is missing.
     cost = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
     unpriced_count = models.PositiveIntegerField(default=0)
+    # Data quality (tracer/tree.py `quality`), recomputed with the rest by every rollup.
+    # Model calls billed (with usage), and model calls that came without usage (not priceable).
+    billed_count = models.PositiveIntegerField(default=0)
+    no_usage_count = models.PositiveIntegerField(default=0)
+    # Spans point at parents that never arrived (distinct parent ids); cleared when they arrive.
+    incomplete = models.BooleanField(default=False)
+    missing_parents = models.PositiveIntegerField(default=0)
+    # The instrumentation scope of the most model-call spans (tree.framework), e.g.
+    # "openinference.instrumentation.langchain"; "" when no span names one.
+    framework = models.CharField(max_length=200, blank=True, default="")
     updated_at = models.DateTimeField(default=timezone.now)
     # Sums of the spans' GPU attribution; NULL when no span of the trace has any.
     gpu_seconds = models.FloatField(null=True, blank=True)
@@ -255,6 +265,13 @@ class Trace(models.Model):
             # Session view: the traces of one conversation.
             models.Index(
                 fields=["project", "session_id"], name="trace_project_session_idx", condition=~models.Q(session_id="")
+            ),
+            # Traces list filtered to incomplete traces (?incomplete=1), newest first: few traces
+            # are incomplete, so a partial index stays small.
+            models.Index(
+                fields=["project", "-start_time_unix_nano"],
+                name="trace_project_incomplete_idx",
+                condition=models.Q(incomplete=True),
             ),
         ]
 

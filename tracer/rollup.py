@@ -141,6 +141,7 @@ ROLLUP_SPAN_FIELDS = (
     "end_time_unix_nano",
     "status_code",
     "service_name",
+    "scope_name",
     "session_id",
     "kind",
     "agent_name",
@@ -192,7 +193,7 @@ def traces_rollup(*, project_id: int, trace_ids: list[str], new_rows: list[list]
                 span["row"][_BILLED], span["row"][_AGENT] = node.billed, node.agent
             elif node.billed != span["billed"] or node.agent != span["agent_name"]:
                 changed.append(Span(id=span["id"], billed=node.billed, agent_name=node.agent))
-        traces.append(_trace_row(project_id, trace_id, spans, tree.totals(forest), now))
+        traces.append(_trace_row(project_id, trace_id, spans, forest, now))
     if changed:
         Span.objects.bulk_update(changed, ["billed", "agent_name"], batch_size=500)
     spans_write(project_id=project_id, rows=new_rows)
@@ -204,7 +205,8 @@ def traces_rollup(*, project_id: int, trace_ids: list[str], new_rows: list[list]
     )
 
 
-def _trace_row(project_id: int, trace_id: str, spans: list[dict], totals: dict, now: datetime) -> Trace:
+def _trace_row(project_id: int, trace_id: str, spans: list[dict], forest: tree.Forest, now: datetime) -> Trace:
+    totals = tree.totals(forest)
     # The earliest parentless span is the root; ties broken by span id so every worker agrees.
     root = min(
         (s for s in spans if not s["parent_span_id"]),
@@ -227,6 +229,10 @@ def _trace_row(project_id: int, trace_id: str, spans: list[dict], totals: dict, 
         **{name: totals[name] for name in tree.TOKEN_FIELDS},
         cost=totals["cost"],
         unpriced_count=totals["unpriced_count"],
+        billed_count=totals["billed_count"],
+        # Recomputed from all the trace's spans each time: a parent that arrives late clears
+        # `incomplete`, and a replay writes the same values again.
+        **tree.quality(forest),
         updated_at=now,
     )
 
@@ -244,6 +250,11 @@ TRACE_ROLLUP_FIELDS = [
     *tree.TOKEN_FIELDS,
     "cost",
     "unpriced_count",
+    "billed_count",
+    "no_usage_count",
+    "incomplete",
+    "missing_parents",
+    "framework",
     "updated_at",
 ]
 

@@ -2,12 +2,15 @@
 
 Orphans (their parent never arrived) become roots flagged `orphan`; several roots are fine; a
 cycle in bad data is broken at its earliest span, flagged `cycle`, so nothing loops forever.
-Every walk is iterative (deep agent recursion must not hit Python's recursion limit).
+Every walk is iterative (deep agent recursion must not hit Python's recursion limit). For the
+trace page, `adopt_orphans` hangs the orphans under one synthetic "missing parent" node.
 
 On top of the tree:
 - billing: a span's usage is billed only if no descendant carries usage (a framework span above
   a client span, or two libraries instrumenting the same call, are billed once, at the leaf);
-- agents: each span belongs to its nearest enclosing agent; agents nest by delegation.
+- agents: each span belongs to its nearest enclosing agent; agents nest by delegation;
+- data quality (`quality`): the parents that never arrived, the model calls that came without
+  usage, and the instrumentation scope (framework) the trace came from.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ class Node:
     agent_span_id: str = ""
     billed: bool = False
     subtree_usage: bool = False
+    # A model call (MODEL_CALL_KINDS) in this node's subtree, the node included.
+    subtree_call: bool = False
+    # An ancestor is billed: its usage stands for the calls below it that carry none.
+    covered: bool = False
+    # The synthetic "missing parent" node of adopt_orphans: no span stands behind it.
+    synthetic: bool = False
 
     @property
     def span_id(self) -> str:
@@ -51,6 +60,11 @@ class Node:
 class Forest:
     roots: list[Node]
     nodes: dict[str, Node]
+
+    @property
+    def missing_parents(self) -> set[str]:
+        """The parent span ids that orphans point at and that are not in the trace."""
+        return {node.span["parent_span_id"] for node in self.nodes.values() if node.orphan}
 
     def walk(self) -> Iterable[Node]:
         """Every node once, parents before children."""
@@ -137,6 +151,95 @@ def _annotate(forest: Forest) -> None:
         own = _has_usage(node.span)
         node.billed = own and not below
         node.subtree_usage = own or below
+        node.subtree_call = node.span.get("kind") in MODEL_CALL_KINDS or any(c.subtree_call for c in node.children)
+    for node in order:  # parents first again: a billed ancestor covers the calls below it
+        parent = node.span.get("parent_span_id")
+        up = forest.nodes.get(parent) if parent and not (node.orphan or node.cycle) else None
+        node.covered = bool(up and (up.covered or up.billed))
+
+
+# --- Data quality ------------------------------------------------------------------------------
+
+# Kinds of span (tracer/semconv.py Kind) that stand for one call to a model.
+MODEL_CALL_KINDS = ("llm", "embedding")
+
+
+def call_without_usage(node: Node) -> bool:
+    """A model call that arrived without usage, counted once per call: a model-call span with no
+    usage in its subtree, no model-call span below it (two instrumentations of one call count at
+    the inner span) and no billed span above it (whose usage is this call's)."""
+    return (
+        node.span.get("kind") in MODEL_CALL_KINDS
+        and not node.subtree_usage
+        and not node.covered
+        and not any(child.subtree_call for child in node.children)
+    )
+
+
+def framework(spans: Iterable[dict[str, Any]]) -> str:
+    """The instrumentation scope a trace came from (`scope_name`, e.g.
+    `openinference.instrumentation.langchain`): the scope of the most model-call spans (spans of a
+    MODEL_CALL_KIND or carrying usage); a trace without any, the scope of the most spans. Ties go
+    to the smaller name, so every worker picks the same; "" when no span names a scope."""
+    calls: dict[str, int] = defaultdict(int)
+    every: dict[str, int] = defaultdict(int)
+    for span in spans:
+        scope = span.get("scope_name") or ""
+        if not scope:
+            continue
+        every[scope] += 1
+        if span.get("kind") in MODEL_CALL_KINDS or _has_usage(span):
+            calls[scope] += 1
+    counts = calls or every
+    return min(counts, key=lambda scope: (-counts[scope], scope)) if counts else ""
+
+
+def quality(forest: Forest) -> dict[str, Any]:
+    """What a trace's rollup says about how whole its data is (fields of the Trace row)."""
+    missing = len(forest.missing_parents)
+    return {
+        "incomplete": missing > 0,
+        "missing_parents": missing,
+        "no_usage_count": sum(1 for node in forest.nodes.values() if call_without_usage(node)),
+        "framework": framework(node.span for node in forest.nodes.values() if not node.synthetic),
+    }
+
+
+# The span id of the synthetic node; real span ids are 16 hex digits, so it never collides.
+MISSING_PARENT_ID = "missing-parent"
+
+
+def adopt_orphans(forest: Forest) -> Node | None:
+    """Hang the orphans under one synthetic "missing parent" root instead of leaving them as extra
+    roots (the trace page). Changes the forest in place: the orphans' subtrees move one level down,
+    and the synthetic node is in `nodes` under MISSING_PARENT_ID so its children can be paged like
+    any node's. Billing and agents are unchanged (the node carries no usage and is no agent);
+    totals skip it. Returns the node, or None when nothing is orphaned."""
+    orphans = [root for root in forest.roots if root.orphan]
+    if not orphans:
+        return None
+    below = list(Forest(roots=orphans, nodes=forest.nodes).walk())
+    node = Node(
+        span={
+            "span_id": MISSING_PARENT_ID,
+            "parent_span_id": "",
+            "name": "missing parent",
+            "kind": "",
+            "start_time_unix_nano": min(n.span.get("start_time_unix_nano") or 0 for n in below),
+            "end_time_unix_nano": max(n.span.get("end_time_unix_nano") or 0 for n in below),
+            # The ids the orphans point at, for the page to name.
+            "missing_parents": sorted(forest.missing_parents),
+        },
+        children=orphans,
+        synthetic=True,
+        subtree_usage=any(n.subtree_usage for n in orphans),
+        subtree_call=any(n.subtree_call for n in orphans),
+    )
+    for n in below:
+        n.depth += 1
+    forest.roots = sorted([r for r in forest.roots if not r.orphan] + [node], key=lambda n: _order(n.span))
+    forest.nodes[MISSING_PARENT_ID] = node
+    return node
 
 
 # --- Rollups for the read API ------------------------------------------------------------
@@ -179,7 +282,8 @@ def node_totals(forest: Forest) -> dict[str, tuple[dict[str, Any], dict[str, Any
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for node in reversed(list(forest.walk())):
         own = _empty_totals()
-        _add(own, node.span, billed=node.billed)
+        if not node.synthetic:
+            _add(own, node.span, billed=node.billed)
         if not node.children:
             out[node.span_id] = (own, own)
             continue
@@ -225,7 +329,8 @@ def totals(forest: Forest) -> dict[str, Any]:
     """Token and cost totals of the billed spans of a trace."""
     total = _empty_totals()
     for node in forest.nodes.values():
-        _add(total, node.span, billed=node.billed)
+        if not node.synthetic:
+            _add(total, node.span, billed=node.billed)
     return total
 
 
@@ -235,6 +340,8 @@ def breakdowns(forest: Forest) -> dict[str, Any]:
     by_model: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
     by_kind: dict[str, dict[str, Any]] = defaultdict(_empty_totals)
     for node in forest.walk():
+        if node.synthetic:
+            continue
         span = node.span
         _add(by_agent[node.agent], span, billed=node.billed)
         _add(by_kind[span.get("kind") or "other"], span, billed=node.billed)
