@@ -193,8 +193,8 @@ def test_the_missing_parent_node_expands_on_demand(client, bob, project_a, two_t
 
 # --- The migration's backfill -------------------------------------------------------------------
 
-BEFORE = [("tracer", "0009_message_store")]
-AFTER = [("tracer", "0010_hq_completeness")]
+BEFORE = [("tracer", "0011_project_retention")]
+AFTER = [("tracer", "0012_hq_completeness")]
 
 
 @pytest.mark.django_db(transaction=True)

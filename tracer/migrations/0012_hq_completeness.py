@@ -68,7 +68,7 @@ def backfill(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tracer", "0009_message_store"),
+        ("tracer", "0011_project_retention"),
     ]
 
     operations = [
